@@ -1,0 +1,458 @@
+/* moegate — the command-line program.
+ *
+ *   moegate run -m MODEL.gguf (-p TEXT | --tokens 1,2,3) [-n N] [options]
+ *   moegate model inspect MODEL.gguf
+ *
+ * `run` loads the model (progress on stderr), evaluates the prompt in one
+ * batch, then generates token by token, printing text as it is produced on
+ * stdout; a final line on stderr gives prompt and generation tokens/s.
+ * --dump-logits FILE writes one text row per evaluated position: the
+ * position, then its n_vocab logits (%.9g), so numerics can be compared
+ * with any other engine.
+ *
+ * This is the only place allowed to exit(); library code returns errors.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/errors.h"
+#include "core/gguf.h"
+#include "core/model.h"
+#include "core/sampler.h"
+#include "core/tensor.h"
+#include "core/vocab.h"
+
+#define MOEGATE_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "moegate %s — Mixture-of-Experts inference\n\n"
+            "usage:\n"
+            "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
+            "  moegate model inspect MODEL.gguf\n"
+            "  moegate version\n\n"
+            "run options:\n"
+            "  -n, --n-predict N     tokens to generate (default 64)\n"
+            "  --temp T              temperature, 0 = greedy (default 0.8)\n"
+            "  --top-k K             (default 40, 0 = off)\n"
+            "  --top-p P             (default 0.95)\n"
+            "  --min-p P             (default 0.05)\n"
+            "  --repeat-penalty R    (default 1.0 = off), over --repeat-last-n N (default 64)\n"
+            "  --seed S              sampling seed (default 0)\n"
+            "  --threads N           engine threads (default: one per CPU)\n"
+            "  --ctx N               context positions (default: min(4096, model's))\n"
+            "  --isa NAME            highest kernel level: scalar, avx2, avx512\n"
+            "  --dump-logits FILE    write every evaluated position's logits\n"
+            "  --no-prefault         do not read the weights in at load\n"
+            "  --show-special        print control tokens\n",
+            MOEGATE_VERSION);
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("moegate: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- argument parsing -------------------------------------------------------- */
+
+typedef struct args {
+    int argc, i;
+    char **argv;
+} args;
+
+/* Matches "--name VALUE" or "--name=VALUE" (or a short alias); sets *val. */
+static int opt_val(args *a, const char *name, const char *alias, const char **val)
+{
+    const char *s = a->argv[a->i];
+    size_t n = strlen(name);
+    if (!strncmp(s, name, n) && s[n] == '=') {
+        *val = s + n + 1;
+        return 1;
+    }
+    if (strcmp(s, name) && !(alias && !strcmp(s, alias)))
+        return 0;
+    if (a->i + 1 >= a->argc)
+        die("option %s needs a value", name);
+    *val = a->argv[++a->i];
+    return 1;
+}
+
+static long long parse_int(const char *opt, const char *s, long long lo, long long hi)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        die("option %s: '%s' is not an integer in [%lld, %lld]", opt, s, lo, hi);
+    return v;
+}
+
+static double parse_num(const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        die("option %s: '%s' is not a number", opt, s);
+    return v;
+}
+
+/* "1,2,3" -> ids; every id must be a non-negative int32. */
+static int32_t *parse_tokens(const char *s, int *n_out)
+{
+    int cap = 16, n = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!ids)
+        die("out of memory");
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (errno || end == p || v < 0 || v > INT32_MAX)
+            die("--tokens: bad token id at '%.20s' (expected comma-separated ids)", p);
+        if (n == cap) {
+            cap *= 2;
+            ids = realloc(ids, sizeof(int32_t) * (size_t)cap);
+            if (!ids)
+                die("out of memory");
+        }
+        ids[n++] = (int32_t)v;
+        p = end;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            die("--tokens: unexpected '%c' (expected comma-separated ids)", *p);
+    }
+    if (n == 0)
+        die("--tokens: no token ids given");
+    *n_out = n;
+    return ids;
+}
+
+/* ---- load progress ---------------------------------------------------------------- */
+
+typedef struct progress {
+    bool tty;
+    int last;
+    double t0;
+} progress;
+
+static void on_progress(void *ud, double frac)
+{
+    progress *p = ud;
+    int pct = (int)(frac * 100.0 + 0.5);
+    if (p->tty) {
+        if (pct == p->last)
+            return;
+        int bar = pct / 4;
+        fprintf(stderr, "\rloading [%.*s%*s] %3d%%", bar, "#########################", 25 - bar,
+                "", pct);
+        if (pct >= 100)
+            fputc('\n', stderr);
+    } else {
+        if (pct / 10 == p->last / 10 && pct < 100)
+            return;
+        if (now() - p->t0 < 1.0 && pct < 100)
+            return; /* small files: no chatter */
+        fprintf(stderr, "loading: %d%%\n", pct);
+    }
+    p->last = pct;
+}
+
+static void print_summary(const model *m)
+{
+    const model_info *I = model_get_info(m);
+    fprintf(stderr,
+            "moegate: loaded %s%s%s%s: %.3gB params (%.3gB active per token), %.2f GB weights "
+            "(mostly %s), %lld layers, %lld experts (top-%lld) in %.2f s; kernels %s\n",
+            I->arch_name, I->name[0] ? " '" : "", I->name, I->name[0] ? "'" : "",
+            I->n_params / 1e9, I->n_params_active / 1e9, I->weight_bytes / 1e9,
+            tensor_type_get(I->main_type) ? tensor_type_get(I->main_type)->name : "?",
+            (long long)I->n_layer, (long long)I->n_expert, (long long)I->n_expert_used,
+            I->load_seconds, model_isa_name(m));
+}
+
+/* ---- run ----------------------------------------------------------------------------- */
+
+static void dump_row(FILE *f, int pos, const float *logits, int64_t n)
+{
+    fprintf(f, "%d", pos);
+    for (int64_t i = 0; i < n; i++)
+        fprintf(f, " %.9g", logits[i]);
+    fputc('\n', f);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL, *isa = NULL;
+    int n_predict = 64, n_threads = 0, n_ctx = 0;
+    bool prefault = true, show_special = false;
+    sampler_params sp = sampler_defaults();
+    args a = {argc, 0, argv};
+    for (a.i = 0; a.i < argc; a.i++) {
+        const char *v, *s = argv[a.i];
+        if (opt_val(&a, "--model", "-m", &v))
+            model_path = v;
+        else if (opt_val(&a, "--prompt", "-p", &v))
+            prompt = v;
+        else if (opt_val(&a, "--tokens", NULL, &v))
+            tokens = v;
+        else if (opt_val(&a, "--n-predict", "-n", &v))
+            n_predict = (int)parse_int("-n", v, 0, 1 << 20);
+        else if (opt_val(&a, "--temp", NULL, &v))
+            sp.temperature = (float)parse_num("--temp", v);
+        else if (opt_val(&a, "--top-k", NULL, &v))
+            sp.top_k = (int)parse_int("--top-k", v, 0, INT_MAX);
+        else if (opt_val(&a, "--top-p", NULL, &v))
+            sp.top_p = (float)parse_num("--top-p", v);
+        else if (opt_val(&a, "--min-p", NULL, &v))
+            sp.min_p = (float)parse_num("--min-p", v);
+        else if (opt_val(&a, "--repeat-penalty", NULL, &v))
+            sp.repeat_penalty = (float)parse_num("--repeat-penalty", v);
+        else if (opt_val(&a, "--repeat-last-n", NULL, &v))
+            sp.repeat_last_n = (int)parse_int("--repeat-last-n", v, -1, INT_MAX);
+        else if (opt_val(&a, "--seed", NULL, &v))
+            sp.seed = (uint64_t)parse_int("--seed", v, 0, LLONG_MAX);
+        else if (opt_val(&a, "--threads", "-t", &v))
+            n_threads = (int)parse_int("--threads", v, 1, 512);
+        else if (opt_val(&a, "--ctx", "-c", &v))
+            n_ctx = (int)parse_int("--ctx", v, 1, 1 << 24);
+        else if (opt_val(&a, "--isa", NULL, &v))
+            isa = v;
+        else if (opt_val(&a, "--dump-logits", NULL, &v))
+            dump = v;
+        else if (!strcmp(s, "--no-prefault"))
+            prefault = false;
+        else if (!strcmp(s, "--show-special"))
+            show_special = true;
+        else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            usage(stdout);
+            return 0;
+        } else
+            die("run: unknown option '%s' (see moegate --help)", s);
+    }
+    if (!model_path)
+        die("run: -m MODEL.gguf is required");
+    if (!tokens && !prompt)
+        die("run: give a prompt with -p TEXT or --tokens ID,ID,...");
+    if (!tokens && prompt)
+        die("run: text prompts need the tokenizer, which this build does not have yet; "
+            "pass token ids with --tokens ID,ID,...");
+
+    char err[512];
+    progress pr = {isatty(2), -1, now()};
+    model_opts mo = {.n_threads = n_threads, .isa = isa, .prefault = prefault,
+                     .progress = on_progress, .progress_ud = &pr};
+    model *m;
+    if (model_open(&m, model_path, &mo, err, sizeof err))
+        die("%s", err);
+    print_summary(m);
+    const model_info *I = model_get_info(m);
+    int n_prompt;
+    int32_t *prompt_ids = parse_tokens(tokens, &n_prompt);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt_ids[i] >= I->n_vocab)
+            die("--tokens: token id %d is outside the vocabulary (0..%lld)", prompt_ids[i],
+                (long long)I->n_vocab - 1);
+    if (n_ctx == 0)
+        n_ctx = (int)(I->n_ctx_train < 4096 ? I->n_ctx_train : 4096);
+    if (n_prompt + n_predict > n_ctx)
+        die("prompt (%d tokens) + -n %d exceeds the context of %d positions (--ctx)", n_prompt,
+            n_predict, n_ctx);
+    model_kv *kv;
+    if (model_kv_create(&kv, m, 1, n_ctx, err, sizeof err))
+        die("%s", err);
+    sampler *smp;
+    if (sampler_create(&smp, I->n_vocab, &sp, err, sizeof err))
+        die("%s", err);
+    vocab *voc = NULL;
+    if (vocab_open(&voc, model_gguf(m), err, sizeof err))
+        fprintf(stderr, "moegate: no vocabulary for printing text (%s); printing ids\n", err);
+    FILE *df = NULL;
+    if (dump && !(df = fopen(dump, "w")))
+        die("--dump-logits: cannot write '%s': %s", dump, strerror(errno));
+
+    int n_total = n_prompt + n_predict;
+    int32_t *hist = malloc(sizeof(int32_t) * (size_t)n_total);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_total);
+    int32_t *seq = calloc((size_t)n_total, sizeof(int32_t));
+    uint8_t *want = malloc((size_t)n_prompt);
+    size_t rows = dump ? (size_t)n_prompt : 1;
+    float *logits = malloc(sizeof(float) * rows * (size_t)I->n_vocab);
+    if (!hist || !pos || !seq || !want || !logits)
+        die("out of memory");
+    memcpy(hist, prompt_ids, sizeof(int32_t) * (size_t)n_prompt);
+    for (int i = 0; i < n_total; i++)
+        pos[i] = i;
+    for (int i = 0; i < n_prompt; i++)
+        want[i] = dump || i == n_prompt - 1;
+
+    /* prompt: one batch */
+    double t0 = now();
+    model_batch b = {n_prompt, hist, pos, seq, want};
+    if (model_forward(m, kv, &b, logits, err, sizeof err))
+        die("%s", err);
+    double t_prompt = now() - t0;
+    float *last = logits + (rows - 1) * (size_t)I->n_vocab;
+    if (df)
+        for (int i = 0; i < n_prompt; i++)
+            dump_row(df, i, logits + (size_t)i * (size_t)I->n_vocab, I->n_vocab);
+
+    /* generation: sample, print, feed back */
+    double t1 = now();
+    int n_gen = 0;
+    char piece[256];
+    for (int i = 0; i < n_predict; i++) {
+        int32_t tok = sampler_sample(smp, last, hist, n_prompt + n_gen);
+        hist[n_prompt + n_gen++] = tok;
+        if (voc) {
+            int len = vocab_decode(voc, tok, show_special, piece, sizeof piece);
+            if (len > 0)
+                fwrite(piece, 1, (size_t)len, stdout);
+        } else {
+            printf("%s%d", i ? " " : "", tok);
+        }
+        fflush(stdout);
+        if (i == n_predict - 1)
+            break;
+        int p = n_prompt + n_gen - 1;
+        model_batch g = {1, &hist[p], &pos[p], seq, NULL};
+        if (model_forward(m, kv, &g, logits, err, sizeof err))
+            die("%s", err);
+        last = logits;
+        if (df)
+            dump_row(df, p, logits, I->n_vocab);
+    }
+    double t_gen = now() - t1;
+    printf("\n");
+    fprintf(stderr, "tokens:");
+    for (int i = 0; i < n_gen; i++)
+        fprintf(stderr, "%s%d", i ? "," : " ", hist[n_prompt + i]);
+    fprintf(stderr, "\n");
+    /* the generation rate counts forward passes: n_gen tokens needed n_gen-1 */
+    fprintf(stderr,
+            "moegate: prompt %d tokens in %.3f s (%.2f tok/s); generation %d tokens in %.3f s "
+            "(%.2f tok/s); %d threads\n",
+            n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
+            n_gen > 1 ? (n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, n_threads ? n_threads : 0);
+    if (df && fclose(df))
+        die("--dump-logits: error writing '%s'", dump);
+    free(hist);
+    free(pos);
+    free(seq);
+    free(want);
+    free(logits);
+    free(prompt_ids);
+    vocab_free(voc);
+    sampler_free(smp);
+    model_kv_free(kv);
+    model_close(m);
+    return 0;
+}
+
+/* ---- model inspect ---------------------------------------------------------------- */
+
+static int cmd_inspect(int argc, char **argv)
+{
+    if (argc != 1)
+        die("usage: moegate model inspect MODEL.gguf");
+    char err[512];
+    model_opts mo = {.n_threads = 1, .n_batch = 1};
+    model *m;
+    if (model_open(&m, argv[0], &mo, err, sizeof err))
+        die("%s", err);
+    const model_info *I = model_get_info(m);
+    const gguf *g = model_gguf(m);
+    printf("file:            %s (GGUF v%u, %.2f GB)\n", argv[0], gguf_version(g),
+           gguf_file_size(g) / 1e9);
+    printf("architecture:    %s%s%s\n", I->arch_name,
+           I->arch == MODEL_ARCH_MIXTRAL ? " (Mixtral-style MoE)" : "", "");
+    if (I->name[0])
+        printf("name:            %s\n", I->name);
+    printf("vocabulary:      %lld\n", (long long)I->n_vocab);
+    printf("context:         %lld\n", (long long)I->n_ctx_train);
+    printf("embedding:       %lld\n", (long long)I->dim);
+    printf("layers:          %lld\n", (long long)I->n_layer);
+    printf("attention:       %lld query heads, %lld kv heads, head dim %lld\n",
+           (long long)I->n_head, (long long)I->n_head_kv, (long long)I->head_dim);
+    printf("rope:            %s, %lld dims, base %g, linear scale %g\n",
+           I->rope_neox ? "neox" : "normal", (long long)I->n_rot, I->rope_base, I->rope_scale);
+    printf("rms norm eps:    %g\n", I->rms_eps);
+    printf("experts:         %lld, %lld used per token (%s), FFN %lld\n", (long long)I->n_expert,
+           (long long)I->n_expert_used, I->norm_topk ? "weights renormalised" : "softmax weights",
+           (long long)I->expert_ff);
+    if (I->shared_ff)
+        printf("shared expert:   FFN %lld, sigmoid-gated\n", (long long)I->shared_ff);
+    printf("output:          %s\n", I->tied_output ? "tied to token_embd" : "output.weight");
+    printf("parameters:      %lld total (%.3f B), %lld active per token (%.3f B)\n",
+           (long long)I->n_params, I->n_params / 1e9, (long long)I->n_params_active,
+           I->n_params_active / 1e9);
+    /* tensor types by count and bytes */
+    size_t bytes[TENSOR_TYPE_COUNT] = {0};
+    int count[TENSOR_TYPE_COUNT] = {0};
+    for (int64_t i = 0; i < gguf_tensor_count(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (t->type < TENSOR_TYPE_COUNT) {
+            bytes[t->type] += t->nbytes;
+            count[t->type]++;
+        }
+    }
+    printf("weights:         %.3f GB in %lld tensors:", I->weight_bytes / 1e9,
+           (long long)gguf_tensor_count(g));
+    for (int t = 0; t < TENSOR_TYPE_COUNT; t++)
+        if (count[t])
+            printf(" %s x%d (%.1f MB)", tensor_type_get((uint32_t)t)->name, count[t],
+                   bytes[t] / 1e6);
+    printf("\n");
+    model_close(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "model") && argc >= 3 && !strcmp(argv[2], "inspect"))
+        return cmd_inspect(argc - 3, argv + 3);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("moegate %s\n", MOEGATE_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "moegate: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,1249 @@
+/* moegate — model loading and the forward pass for qwen3moe, qwen2moe and
+ * mixtral (GGUF arch "llama" with experts).
+ *
+ * Loading binds every tensor of the file to a wmat (weights stay in the
+ * read-only mapping) after checking its type and shape against the
+ * hyper-parameters; 1-D tensors (norms, biases, the shared-expert gate) are
+ * small and are converted to owned f32 arrays so any float/quant type works.
+ * Scratch buffers for a batch of up to n_batch tokens are planned here, so
+ * the forward pass never allocates.
+ *
+ * The forward pass (model_forward -> forward_chunk) follows the published
+ * model definitions step by step; see the one-line comments there. Shapes
+ * are written [rows][cols], row-major, rows = tokens of the batch.
+ *
+ * Ownership: the model owns its gguf mapping, pool and scratch; a model_kv
+ * is owned by its creator and must not outlive the model.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine_internal.h"
+#include "errors.h"
+
+/* ---- structures ---------------------------------------------------------- */
+
+typedef struct layer {
+    float *attn_norm;            /* [dim] */
+    wmat wq, wk, wv, wo;         /* [n_head*hd][dim], [n_kv*hd][dim] x2, [dim][n_head*hd] */
+    float *bq, *bk, *bv;         /* qwen2moe biases, else NULL */
+    float *q_norm, *k_norm;      /* qwen3moe per-head norms [hd], else NULL */
+    float *ffn_norm;             /* [dim] */
+    wmat router;                 /* [n_expert][dim] */
+    wmat gate_exps, up_exps;     /* [n_expert][eff][dim] */
+    wmat down_exps;              /* [n_expert][dim][eff] */
+    float *shexp_gate;           /* qwen2moe: [dim] sigmoid gate of the shared expert */
+    wmat gate_sh, up_sh, down_sh; /* qwen2moe shared expert */
+
+} layer;
+
+struct model_kv {
+    const model *m;
+    int n_seq, n_ctx;
+    int64_t kv_dim; /* n_head_kv * head_dim */
+    float *k, *v;   /* [n_layer][n_seq][n_ctx][kv_dim] */
+    size_t bytes;
+};
+
+/* Scratch for one forward chunk of up to nb tokens. */
+typedef struct scratch {
+    float *x;       /* [nb][dim] residual stream */
+    float *xn;      /* [nb][dim] normalised input of a block */
+    float *q;       /* [nb][n_head*hd] */
+    float *k, *v;   /* [nb][n_kv*hd] */
+    float *att;     /* [nb][n_head*hd] attention output */
+    float *o;       /* [nb][dim] block output */
+    float *scores;  /* [nth][n_ctx] attention scores per thread */
+    float *rlog;    /* [nb][n_expert] router logits */
+    int32_t *sel;   /* [nb][k] selected experts */
+    float *selw;    /* [nb][k] their weights */
+    int32_t *slot_tok; /* [nb*k] token of each expert slot */
+    int32_t *tok_slot; /* [nb][k] slot of each (token, choice) */
+    int32_t *ex;       /* [n_expert] active experts */
+    int32_t *slot_off; /* [n_expert+1] first slot of each active expert */
+    int32_t *rlog_i;   /* [n_expert] fill cursors */
+    int n_ex;          /* active experts in this chunk */
+    unsigned char *xa;  /* [nb*k] prepared rows for gate/up */
+    unsigned char *xa2; /* [nb*k] prepared rows for up when its type differs */
+    unsigned char *ha;  /* [nb*k] prepared rows for down */
+    float *hg, *hu;     /* [nb*k][max(eff, sff)] */
+    float *eo;          /* [nb*k][dim] expert outputs */
+    float *shg;         /* [nb] shared-expert gate logits */
+    float *rows;        /* [nb][dim] compacted rows wanting logits */
+    float *logits;      /* [nb][n_vocab] when the caller's buffer is not used */
+} scratch;
+
+struct model {
+    model_info info;
+    gguf *g;
+    pool *pool;
+    mm_ctx mm;
+    int n_batch;
+    const tensor_kernels *kt;
+    wmat tok_embd; /* [n_vocab][dim] */
+    float *out_norm;
+    wmat output;
+    layer *layers;
+    scratch s;
+    float *rope_inv_freq; /* [n_rot/2] */
+    void **allocs;        /* every owned buffer (vectors, scratch), freed at close */
+    size_t n_allocs, cap_allocs;
+    bool oom;             /* an own_alloc failed */
+};
+
+/* ---- metadata ------------------------------------------------------------ */
+
+static int meta_int(const model *m, const char *suffix, int64_t *out, bool required, char *err,
+                    size_t errlen)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->info.arch_name, suffix);
+    int rc = gguf_get_int(m->g, key, out);
+    if (rc == MG_ENOTFOUND && !required)
+        return MG_OK;
+    if (rc == MG_ENOTFOUND) {
+        mg_err_set(err, errlen, "model: required metadata key '%s' is missing", key);
+        return rc;
+    }
+    if (rc) {
+        mg_err_set(err, errlen, "model: metadata key '%s' is not an integer", key);
+        return rc;
+    }
+    if (*out < 0 || *out > ((int64_t)1 << 40)) {
+        mg_err_set(err, errlen, "model: metadata key '%s' = %lld is out of range", key,
+                   (long long)*out);
+        return MG_ERANGE;
+    }
+    return MG_OK;
+}
+
+static int meta_float(const model *m, const char *suffix, double *out, char *err, size_t errlen)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->info.arch_name, suffix);
+    int rc = gguf_get_float(m->g, key, out);
+    if (rc == MG_ENOTFOUND)
+        return MG_OK;
+    if (rc || !isfinite(*out)) {
+        mg_err_set(err, errlen, "model: metadata key '%s' is not a finite number", key);
+        return rc ? rc : MG_EFORMAT;
+    }
+    return MG_OK;
+}
+
+/* ---- owned buffers --------------------------------------------------------- */
+
+/* Zeroed, 64-byte aligned, recorded for model_close. Load time only: the
+ * forward pass never allocates. On failure sets m->oom and returns NULL. */
+static void *own_alloc(model *m, size_t bytes)
+{
+    if (m->n_allocs == m->cap_allocs) {
+        size_t cap = m->cap_allocs ? 2 * m->cap_allocs : 64;
+        void **na = realloc(m->allocs, cap * sizeof(void *));
+        if (!na) {
+            m->oom = true;
+            return NULL;
+        }
+        m->allocs = na;
+        m->cap_allocs = cap;
+    }
+    bytes = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) {
+        m->oom = true;
+        return NULL;
+    }
+    memset(p, 0, bytes);
+    m->allocs[m->n_allocs++] = p;
+    return p;
+}
+
+/* ---- tensor binding ------------------------------------------------------ */
+
+static int bind_wmat(model *m, wmat *w, const char *name, int64_t n_in, int64_t n_out,
+                     int64_t n_mat, bool required, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof *w);
+    const gguf_tensor *t = gguf_tensor_find(m->g, name);
+    if (!t) {
+        if (!required)
+            return MG_OK;
+        mg_err_set(err, errlen, "model: tensor '%s' is missing", name);
+        return MG_ENOTFOUND;
+    }
+    const tensor_type_info *ti = tensor_type_get(t->type);
+    if (!ti || !ti->computable) {
+        mg_err_set(err, errlen, "model: tensor '%s' has type %s, which moegate cannot compute "
+                   "(supported: f32 f16 bf16 q8_0 q4_0 q4_K q5_K q6_K)", name,
+                   ti ? ti->name : "unknown");
+        return MG_EUNSUPPORTED;
+    }
+    int64_t want[3] = {n_in, n_out, n_mat};
+    int want_dims = n_mat > 1 ? 3 : 2;
+    bool ok = true;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++) {
+        int64_t expect = d < want_dims ? want[d] : 1;
+        if (t->ne[d] != expect)
+            ok = false;
+    }
+    if (!ok) {
+        mg_err_set(err, errlen,
+                   "model: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+                   name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                   (long long)n_in, (long long)n_out, (long long)(want_dims == 3 ? n_mat : 1));
+        return MG_EFORMAT;
+    }
+    w->name = t->name;
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->n_mat = n_mat;
+    tensor_row_bytes(t->type, n_in, &w->row_bytes);
+    w->mat_bytes = w->row_bytes * (size_t)n_out;
+    w->data = t->data;
+    return MG_OK;
+}
+
+/* Experts stored one tensor per expert (blk.N.ffn_gate.E.weight, the older
+ * Mixtral layout): bind them as one stacked wmat with a pointer table. */
+static int bind_split_experts(model *m, layer *L, wmat *w, int il, const char *kind,
+                              int64_t n_in, int64_t n_out, char *err, size_t errlen)
+{
+    int64_t ne = m->info.n_expert;
+    const void **ptrs = own_alloc(m, (size_t)ne * sizeof(void *));
+    uint32_t type = 0;
+    for (int64_t e = 0; e < ne; e++) {
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.%s.%lld.weight", il, kind, (long long)e);
+        wmat one;
+        int rc = bind_wmat(m, &one, name, n_in, n_out, 1, true, err, errlen);
+        if (rc)
+            return rc;
+        if (e == 0) {
+            *w = one;
+            type = one.type;
+        } else if (one.type != type) {
+            mg_err_set(err, errlen, "model: tensor '%s' has type %s but expert 0 has %s", name,
+                       tensor_type_get(one.type)->name, tensor_type_get(type)->name);
+            return MG_EUNSUPPORTED;
+        }
+        if (!ptrs)
+            return MG_ENOMEM;
+        ptrs[e] = one.data;
+    }
+    w->n_mat = ne;
+    w->split = ptrs;
+
+    return MG_OK;
+}
+
+/* 1-D tensor -> owned f32 array of n (NULL and MG_OK when optional and absent). */
+static int bind_vec(model *m, float **out, const char *name, int64_t n, bool required, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    const gguf_tensor *t = gguf_tensor_find(m->g, name);
+    if (!t) {
+        if (!required)
+            return MG_OK;
+        mg_err_set(err, errlen, "model: tensor '%s' is missing", name);
+        return MG_ENOTFOUND;
+    }
+    const tensor_type_info *ti = tensor_type_get(t->type);
+    if (!ti || !ti->computable) {
+        mg_err_set(err, errlen, "model: tensor '%s' has type %s, which moegate cannot compute",
+                   name, ti ? ti->name : "unknown");
+        return MG_EUNSUPPORTED;
+    }
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        mg_err_set(err, errlen, "model: tensor '%s' has shape [%lld, %lld], expected [%lld]",
+                   name, (long long)t->ne[0], (long long)t->ne[1], (long long)n);
+        return MG_EFORMAT;
+    }
+    float *v = own_alloc(m, (size_t)n * sizeof(float));
+    if (!v) {
+        mg_err_set(err, errlen, "model: out of memory for tensor '%s'", name);
+        return MG_ENOMEM;
+    }
+    tensor_dequant_row(m->kt, t->type, v, t->data, n);
+    *out = v;
+    return MG_OK;
+}
+
+static int bind_layer(model *m, int il, char *err, size_t errlen)
+{
+    const model_info *I = &m->info;
+    layer *L = &m->layers[il];
+    int64_t dim = I->dim, hd = I->head_dim;
+    int64_t nq = I->n_head * hd, nkv = I->n_head_kv * hd;
+    char n[96];
+    int rc;
+#define NAME(fmt) (snprintf(n, sizeof n, "blk.%d." fmt, il), n)
+    if ((rc = bind_vec(m, &L->attn_norm, NAME("attn_norm.weight"), dim, true, err, errlen)) ||
+        (rc = bind_wmat(m, &L->wq, NAME("attn_q.weight"), dim, nq, 1, true, err, errlen)) ||
+        (rc = bind_wmat(m, &L->wk, NAME("attn_k.weight"), dim, nkv, 1, true, err, errlen)) ||
+        (rc = bind_wmat(m, &L->wv, NAME("attn_v.weight"), dim, nkv, 1, true, err, errlen)) ||
+        (rc = bind_wmat(m, &L->wo, NAME("attn_output.weight"), nq, dim, 1, true, err, errlen)) ||
+        (rc = bind_vec(m, &L->ffn_norm, NAME("ffn_norm.weight"), dim, true, err, errlen)) ||
+        (rc = bind_wmat(m, &L->router, NAME("ffn_gate_inp.weight"), dim, I->n_expert, 1, true,
+                        err, errlen)))
+        return rc;
+    bool qwen2 = I->arch == MODEL_ARCH_QWEN2MOE, qwen3 = I->arch == MODEL_ARCH_QWEN3MOE;
+    if ((rc = bind_vec(m, &L->bq, NAME("attn_q.bias"), nq, qwen2, err, errlen)) ||
+        (rc = bind_vec(m, &L->bk, NAME("attn_k.bias"), nkv, qwen2, err, errlen)) ||
+        (rc = bind_vec(m, &L->bv, NAME("attn_v.bias"), nkv, qwen2, err, errlen)) ||
+        (rc = bind_vec(m, &L->q_norm, NAME("attn_q_norm.weight"), hd, qwen3, err, errlen)) ||
+        (rc = bind_vec(m, &L->k_norm, NAME("attn_k_norm.weight"), hd, qwen3, err, errlen)))
+        return rc;
+    int64_t eff = I->expert_ff, ne = I->n_expert;
+    if (gguf_tensor_find(m->g, NAME("ffn_gate_exps.weight")) || I->arch != MODEL_ARCH_MIXTRAL) {
+        if ((rc = bind_wmat(m, &L->gate_exps, NAME("ffn_gate_exps.weight"), dim, eff, ne, true,
+                            err, errlen)) ||
+            (rc = bind_wmat(m, &L->up_exps, NAME("ffn_up_exps.weight"), dim, eff, ne, true, err,
+                            errlen)) ||
+            (rc = bind_wmat(m, &L->down_exps, NAME("ffn_down_exps.weight"), eff, dim, ne, true,
+                            err, errlen)))
+            return rc;
+    } else {
+        if ((rc = bind_split_experts(m, L, &L->gate_exps, il, "ffn_gate", dim, eff, err,
+                                     errlen)) ||
+            (rc = bind_split_experts(m, L, &L->up_exps, il, "ffn_up", dim, eff, err, errlen)) ||
+            (rc = bind_split_experts(m, L, &L->down_exps, il, "ffn_down", eff, dim, err,
+                                     errlen)))
+            return rc;
+    }
+    if (I->shared_ff > 0) {
+        int64_t sff = I->shared_ff;
+        if ((rc = bind_vec(m, &L->shexp_gate, NAME("ffn_gate_inp_shexp.weight"), dim, true, err,
+                           errlen)) ||
+            (rc = bind_wmat(m, &L->gate_sh, NAME("ffn_gate_shexp.weight"), dim, sff, 1, true,
+                            err, errlen)) ||
+            (rc = bind_wmat(m, &L->up_sh, NAME("ffn_up_shexp.weight"), dim, sff, 1, true, err,
+                            errlen)) ||
+            (rc = bind_wmat(m, &L->down_sh, NAME("ffn_down_shexp.weight"), sff, dim, 1, true, err,
+                            errlen)))
+            return rc;
+    }
+#undef NAME
+    return MG_OK;
+}
+
+/* ---- hyper-parameters ------------------------------------------------------ */
+
+static int read_hparams(model *m, char *err, size_t errlen)
+{
+    model_info *I = &m->info;
+    int rc = gguf_get_cstr(m->g, "general.architecture", I->arch_name, sizeof I->arch_name);
+    if (rc) {
+        mg_err_set(err, errlen, "model: metadata key 'general.architecture' is %s",
+                   rc == MG_ENOTFOUND ? "missing" : "not a short string");
+        return rc == MG_ENOTFOUND ? MG_ENOTFOUND : MG_EFORMAT;
+    }
+    gguf_get_cstr(m->g, "general.name", I->name, sizeof I->name);
+    if (!strcmp(I->arch_name, "qwen3moe"))
+        I->arch = MODEL_ARCH_QWEN3MOE;
+    else if (!strcmp(I->arch_name, "qwen2moe"))
+        I->arch = MODEL_ARCH_QWEN2MOE;
+    else if (!strcmp(I->arch_name, "llama"))
+        I->arch = MODEL_ARCH_MIXTRAL;
+    else {
+        mg_err_set(err, errlen, "model: architecture '%s' is not supported (supported: qwen3moe, "
+                   "qwen2moe, llama with experts i.e. Mixtral)", I->arch_name);
+        return MG_EUNSUPPORTED;
+    }
+    int64_t ff = 0;
+    I->n_ctx_train = 4096;
+    if ((rc = meta_int(m, "embedding_length", &I->dim, true, err, errlen)) ||
+        (rc = meta_int(m, "block_count", &I->n_layer, true, err, errlen)) ||
+        (rc = meta_int(m, "attention.head_count", &I->n_head, true, err, errlen)) ||
+        (rc = meta_int(m, "context_length", &I->n_ctx_train, false, err, errlen)) ||
+        (rc = meta_int(m, "feed_forward_length", &ff, false, err, errlen)) ||
+        (rc = meta_int(m, "expert_count", &I->n_expert, false, err, errlen)) ||
+        (rc = meta_int(m, "expert_used_count", &I->n_expert_used, false, err, errlen)))
+        return rc;
+    if (I->n_expert == 0) {
+        mg_err_set(err, errlen, "model: '%s.expert_count' is missing or 0: dense models are not "
+                   "supported, moegate serves Mixture-of-Experts models", I->arch_name);
+        return MG_EUNSUPPORTED;
+    }
+    if (I->dim <= 0 || I->n_layer <= 0 || I->n_head <= 0 || I->n_expert_used <= 0 ||
+        I->n_expert_used > I->n_expert || I->n_expert > 4096 || I->n_layer > 4096) {
+        mg_err_set(err, errlen, "model: inconsistent hyper-parameters (embedding_length %lld, "
+                   "block_count %lld, head_count %lld, expert_count %lld, expert_used_count %lld)",
+                   (long long)I->dim, (long long)I->n_layer, (long long)I->n_head,
+                   (long long)I->n_expert, (long long)I->n_expert_used);
+        return MG_EFORMAT;
+    }
+    I->n_head_kv = I->n_head;
+    I->head_dim = I->dim / I->n_head;
+    I->expert_ff = ff;
+    int64_t vlen = 0;
+    if ((rc = meta_int(m, "attention.head_count_kv", &I->n_head_kv, false, err, errlen)) ||
+        (rc = meta_int(m, "attention.key_length", &I->head_dim, false, err, errlen)) ||
+        (rc = meta_int(m, "attention.value_length", &vlen, false, err, errlen)) ||
+        (rc = meta_int(m, "expert_feed_forward_length", &I->expert_ff, false, err, errlen)) ||
+        (rc = meta_int(m, "expert_shared_feed_forward_length", &I->shared_ff, false, err,
+                       errlen)))
+        return rc;
+    if (vlen && vlen != I->head_dim) {
+        mg_err_set(err, errlen, "model: attention.value_length %lld differs from key_length %lld: "
+                   "not supported for %s", (long long)vlen, (long long)I->head_dim, I->arch_name);
+        return MG_EUNSUPPORTED;
+    }
+    if (I->n_head_kv <= 0 || I->n_head % I->n_head_kv != 0 || I->head_dim <= 0 ||
+        I->head_dim % 2 != 0 || I->expert_ff <= 0) {
+        mg_err_set(err, errlen, "model: inconsistent attention/FFN sizes (head_count %lld, "
+                   "head_count_kv %lld, key_length %lld, expert FFN %lld)", (long long)I->n_head,
+                   (long long)I->n_head_kv, (long long)I->head_dim, (long long)I->expert_ff);
+        return MG_EFORMAT;
+    }
+    if (I->arch == MODEL_ARCH_QWEN2MOE && I->shared_ff == 0) {
+        mg_err_set(err, errlen, "model: qwen2moe needs '%s.expert_shared_feed_forward_length'",
+                   I->arch_name);
+        return MG_ENOTFOUND;
+    }
+    if (I->arch != MODEL_ARCH_QWEN2MOE)
+        I->shared_ff = 0;
+    I->n_rot = I->head_dim;
+    I->rope_base = 10000.0;
+    I->rope_scale = 1.0;
+    I->rms_eps = 1e-6;
+    if ((rc = meta_int(m, "rope.dimension_count", &I->n_rot, false, err, errlen)) ||
+        (rc = meta_float(m, "rope.freq_base", &I->rope_base, err, errlen)) ||
+        (rc = meta_float(m, "attention.layer_norm_rms_epsilon", &I->rms_eps, err, errlen)))
+        return rc;
+    if (I->n_rot <= 0 || I->n_rot > I->head_dim || I->n_rot % 2 || I->rope_base <= 0 ||
+        I->rms_eps <= 0) {
+        mg_err_set(err, errlen, "model: bad rope/norm parameters (rope.dimension_count %lld, "
+                   "rope.freq_base %g, layer_norm_rms_epsilon %g)", (long long)I->n_rot,
+                   I->rope_base, I->rms_eps);
+        return MG_EFORMAT;
+    }
+    /* RoPE scaling: none or linear (YaRN arrives with deepseek2). */
+    char key[160], stype[32] = "";
+    snprintf(key, sizeof key, "%s.rope.scaling.type", I->arch_name);
+    gguf_get_cstr(m->g, key, stype, sizeof stype);
+    double factor = 0;
+    if ((rc = meta_float(m, "rope.scaling.factor", &factor, err, errlen)))
+        return rc;
+    if (factor == 0 && (rc = meta_float(m, "rope.scale_linear", &factor, err, errlen)))
+        return rc;
+    if (stype[0] == 0 || !strcmp(stype, "none")) {
+        if (factor > 0 && strcmp(stype, "none") != 0)
+            I->rope_scale = factor; /* rope.scale_linear alone means linear */
+    } else if (!strcmp(stype, "linear")) {
+        I->rope_scale = factor > 0 ? factor : 1.0;
+    } else {
+        mg_err_set(err, errlen, "model: rope scaling type '%s' (key '%s') is not supported for %s "
+                   "(supported: none, linear)", stype, key, I->arch_name);
+        return MG_EUNSUPPORTED;
+    }
+    I->rope_neox = I->arch != MODEL_ARCH_MIXTRAL;
+    I->norm_topk = I->arch != MODEL_ARCH_QWEN2MOE;
+    bool b;
+    snprintf(key, sizeof key, "%s.expert_weights_norm", I->arch_name);
+    if (gguf_get_bool(m->g, key, &b) == MG_OK)
+        I->norm_topk = b;
+    return MG_OK;
+}
+
+/* ---- scratch planning -------------------------------------------------------- */
+
+static size_t max_sz(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Allocates every scratch buffer of the forward pass for n_batch tokens. */
+static void plan_scratch(model *m, int nth)
+{
+    const model_info *I = &m->info;
+    scratch *s = &m->s;
+    int64_t nb = m->n_batch, k = I->n_expert_used, nq = I->n_head * I->head_dim;
+    int64_t nkv = I->n_head_kv * I->head_dim;
+    int64_t ffmax = I->expert_ff > I->shared_ff ? I->expert_ff : I->shared_ff;
+    int64_t nslot = nb * k;
+    s->x = own_alloc(m, sizeof(float) * nb * I->dim);
+    s->xn = own_alloc(m, sizeof(float) * nb * I->dim);
+    s->q = own_alloc(m, sizeof(float) * nb * nq);
+    s->k = own_alloc(m, sizeof(float) * nb * nkv);
+    s->v = own_alloc(m, sizeof(float) * nb * nkv);
+    s->att = own_alloc(m, sizeof(float) * nb * nq);
+    s->o = own_alloc(m, sizeof(float) * nb * I->dim);
+    s->scores = own_alloc(m, sizeof(float) * (size_t)nth * (size_t)I->n_ctx_train);
+    s->rlog = own_alloc(m, sizeof(float) * nb * I->n_expert);
+    s->sel = own_alloc(m, sizeof(int32_t) * nslot);
+    s->selw = own_alloc(m, sizeof(float) * nslot);
+    s->slot_tok = own_alloc(m, sizeof(int32_t) * nslot);
+    s->tok_slot = own_alloc(m, sizeof(int32_t) * nslot);
+    s->ex = own_alloc(m, sizeof(int32_t) * I->n_expert);
+    s->slot_off = own_alloc(m, sizeof(int32_t) * (I->n_expert + 1));
+    s->rlog_i = own_alloc(m, sizeof(int32_t) * I->n_expert);
+    /* prepared rows: the widest format any expert/shared matrix needs */
+    size_t xa_row = 0, ha_row = 0;
+    for (int64_t il = 0; il < I->n_layer; il++) {
+        const layer *L = &m->layers[il];
+        xa_row = max_sz(xa_row, tensor_act_row_bytes(L->gate_exps.type, I->dim));
+        xa_row = max_sz(xa_row, tensor_act_row_bytes(L->up_exps.type, I->dim));
+        ha_row = max_sz(ha_row, tensor_act_row_bytes(L->down_exps.type, ffmax));
+    }
+    s->xa = own_alloc(m, xa_row * nslot);
+    s->xa2 = own_alloc(m, xa_row * nslot);
+    s->ha = own_alloc(m, ha_row * nslot);
+    s->hg = own_alloc(m, sizeof(float) * nslot * ffmax);
+    s->hu = own_alloc(m, sizeof(float) * nslot * ffmax);
+    s->eo = own_alloc(m, sizeof(float) * nslot * I->dim);
+    s->shg = own_alloc(m, sizeof(float) * nb);
+    s->rows = own_alloc(m, sizeof(float) * nb * I->dim);
+    /* mm_run's activation buffer: up to 3 formats of the widest input */
+    int64_t wmax = I->dim > nq ? I->dim : nq;
+    wmax = wmax > ffmax ? wmax : ffmax;
+    size_t act_row = 0;
+    for (uint32_t t = 0; t < TENSOR_TYPE_COUNT; t++) {
+        const tensor_type_info *ti = tensor_type_get(t);
+        if (ti && ti->computable && wmax % ti->block_elems == 0)
+            act_row = max_sz(act_row, tensor_act_row_bytes(t, wmax));
+    }
+    m->mm.act_cap = act_row * (size_t)nb * 3;
+    m->mm.act = own_alloc(m, m->mm.act_cap);
+    m->rope_inv_freq = own_alloc(m, sizeof(float) * (size_t)(I->n_rot / 2));
+}
+
+/* ---- open / close ------------------------------------------------------------- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Routed-expert weights: stacked "blk.N.ffn_*_exps.weight", or the older
+ * per-expert "blk.N.ffn_{gate,up,down}.E.weight". */
+static bool is_expert_tensor(const char *name)
+{
+    if (strstr(name, "_exps."))
+        return true;
+    const char *p = strstr(name, ".ffn_");
+    if (!p || strstr(name, "shexp"))
+        return false;
+    p = strchr(p + 1, '.');
+    return p && p[1] >= '0' && p[1] <= '9';
+}
+
+/* Parameter counts from the tensor index: every tensor counts in n_params;
+ * per token, routed experts count k/n_expert of their size and the token
+ * embedding one row (a tied embedding counts fully: it is the output). Each
+ * of E split expert tensors adds n*k/E, so they also sum to k experts. */
+static void count_params(model *m)
+{
+    model_info *I = &m->info;
+    int64_t nt = gguf_tensor_count(m->g);
+    size_t by_type[TENSOR_TYPE_COUNT] = {0};
+    for (int64_t i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(m->g, i);
+        int64_t n = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n *= t->ne[d];
+        I->n_params += n;
+        I->weight_bytes += t->nbytes;
+        if (t->type < TENSOR_TYPE_COUNT)
+            by_type[t->type] += t->nbytes;
+        if (!strcmp(t->name, "token_embd.weight") && !I->tied_output)
+            I->n_params_active += I->dim; /* one row is read per token */
+        else if (is_expert_tensor(t->name))
+            I->n_params_active += n * I->n_expert_used / I->n_expert;
+        else
+            I->n_params_active += n;
+    }
+    size_t best = 0;
+    for (uint32_t t = 0; t < TENSOR_TYPE_COUNT; t++)
+        if (by_type[t] > best) {
+            best = by_type[t];
+            I->main_type = t;
+        }
+}
+
+typedef struct touch_job {
+    const unsigned char *base;
+    size_t len;
+    volatile unsigned sink;
+} touch_job;
+
+static void touch_pages(void *arg, int64_t p0, int64_t p1)
+{
+    touch_job *j = arg;
+    unsigned acc = 0;
+    for (int64_t p = p0; p < p1; p++) {
+        size_t off = (size_t)p * 4096;
+        if (off < j->len)
+            acc += j->base[off];
+    }
+    j->sink += acc;
+}
+
+/* Reads one byte of every weight page so that the first request does not pay
+ * for page faults, reporting progress in 1% steps. */
+static void prefault(model *m, const model_opts *o)
+{
+    const gguf_tensor *first = gguf_tensor_count(m->g) ? gguf_tensor_at(m->g, 0) : NULL;
+    if (!first)
+        return;
+    size_t data_off = gguf_data_offset(m->g);
+    const unsigned char *base = (const unsigned char *)first->data - first->offset;
+    size_t len = gguf_file_size(m->g) - data_off;
+    int64_t pages = (int64_t)((len + 4095) / 4096);
+    int64_t step = pages / 100 + 1;
+    touch_job j = {base, len, 0};
+    for (int64_t p = 0; p < pages; p += step) {
+        int64_t n = pages - p < step ? pages - p : step;
+        touch_job sub = {base + (size_t)p * 4096, len - (size_t)p * 4096, 0};
+        mm_pfor(&m->mm, n, touch_pages, &sub);
+        j.sink += sub.sink;
+        if (o->progress)
+            o->progress(o->progress_ud, (double)(p + n) / (double)pages);
+    }
+}
+
+int model_open(model **out, const char *path, const model_opts *opts, char *err, size_t errlen)
+{
+    double t0 = now_seconds();
+    model_opts defaults = {0};
+    const model_opts *o = opts ? opts : &defaults;
+    model *m = calloc(1, sizeof *m);
+    if (!m) {
+        mg_err_set(err, errlen, "model: out of memory");
+        return MG_ENOMEM;
+    }
+    int rc = gguf_open(&m->g, path, err, errlen);
+    if (rc)
+        goto fail;
+    if ((rc = read_hparams(m, err, errlen)))
+        goto fail;
+    model_info *I = &m->info;
+
+    /* kernel table */
+    m->kt = tensor_kernels_best();
+    if (o->isa) {
+        enum tensor_isa want = TENSOR_ISA_COUNT;
+        if (!strcmp(o->isa, "scalar"))
+            want = TENSOR_ISA_SCALAR;
+        else if (!strcmp(o->isa, "avx2"))
+            want = TENSOR_ISA_AVX2;
+        else if (!strcmp(o->isa, "avx512"))
+            want = TENSOR_ISA_AVX512;
+        if (want == TENSOR_ISA_COUNT) {
+            mg_err_set(err, errlen, "model: unknown ISA '%s' (scalar, avx2, avx512)", o->isa);
+            rc = MG_EINVAL;
+            goto fail;
+        }
+        while (want > TENSOR_ISA_SCALAR && !tensor_kernels_get(want))
+            want--;
+        if (want < tensor_kernels_isa(m->kt))
+            m->kt = tensor_kernels_get(want);
+    }
+
+    /* token embedding and vocabulary size */
+    const gguf_tensor *te = gguf_tensor_find(m->g, "token_embd.weight");
+    if (!te) {
+        mg_err_set(err, errlen, "model: tensor 'token_embd.weight' is missing");
+        rc = MG_ENOTFOUND;
+        goto fail;
+    }
+    I->n_vocab = te->ne[1];
+    if (I->n_vocab <= 0 || I->n_vocab > (1 << 24)) {
+        mg_err_set(err, errlen, "model: tensor 'token_embd.weight' has %lld rows: bad vocabulary",
+                   (long long)I->n_vocab);
+        rc = MG_EFORMAT;
+        goto fail;
+    }
+    if ((rc = bind_wmat(m, &m->tok_embd, "token_embd.weight", I->dim, I->n_vocab, 1, true, err,
+                        errlen)))
+        goto fail;
+    if ((rc = bind_wmat(m, &m->output, "output.weight", I->dim, I->n_vocab, 1, false, err,
+                        errlen)))
+        goto fail;
+    if (!m->output.data) {
+        m->output = m->tok_embd;
+        I->tied_output = true;
+    }
+
+    m->layers = calloc((size_t)I->n_layer, sizeof(layer));
+    if (!m->layers) {
+        rc = MG_ENOMEM;
+        mg_err_set(err, errlen, "model: out of memory");
+        goto fail;
+    }
+    if ((rc = pool_create(&m->pool, o->n_threads, !o->no_pin, err, errlen)))
+        goto fail;
+    m->n_batch = o->n_batch > 0 ? o->n_batch : 256;
+
+    for (int64_t il = 0; il < I->n_layer; il++)
+        if ((rc = bind_layer(m, (int)il, err, errlen)))
+            goto fail;
+    if ((rc = bind_vec(m, &m->out_norm, "output_norm.weight", I->dim, true, err, errlen)))
+        goto fail;
+
+    /* the pool, the matmul driver and every scratch buffer */
+    if ((rc = pool_create(&m->pool, o->n_threads, !o->no_pin, err, errlen)))
+        goto fail;
+    m->n_batch = o->n_batch > 0 ? o->n_batch : 256;
+    if (m->n_batch > 4096)
+        m->n_batch = 4096;
+    m->mm.pool = m->pool;
+    m->mm.kt = m->kt;
+    m->mm.blas_min_nt = 32;
+    const char *blas = getenv("MOEGATE_BLAS");
+    m->mm.use_blas = blas && blas[0] == '1';
+    if (m->mm.use_blas)
+        mm_blas_threads(pool_size(m->pool));
+    plan_scratch(m, pool_size(m->pool));
+    if (m->oom) {
+        mg_err_set(err, errlen, "model: out of memory planning scratch buffers");
+        rc = MG_ENOMEM;
+        goto fail;
+    }
+    /* RoPE: theta_i = base^(-2i/n_rot), computed in double */
+    for (int64_t i = 0; i < I->n_rot / 2; i++)
+        m->rope_inv_freq[i] = (float)pow(I->rope_base, -2.0 * (double)i / (double)I->n_rot);
+
+    count_params(m);
+    if (o->prefault)
+        prefault(m, o);
+    I->load_seconds = now_seconds() - t0;
+    *out = m;
+    return MG_OK;
+fail:
+    model_close(m);
+    return rc;
+}
+
+void model_close(model *m)
+{
+    if (!m)
+        return;
+    pool_free(m->pool);
+    for (size_t i = 0; i < m->n_allocs; i++)
+        free(m->allocs[i]);
+    free(m->allocs);
+    free(m->layers);
+    gguf_close(m->g);
+    free(m);
+}
+
+const model_info *model_get_info(const model *m)
+{
+    return &m->info;
+}
+
+const gguf *model_gguf(const model *m)
+{
+    return m->g;
+}
+
+const char *model_isa_name(const model *m)
+{
+    return tensor_kernels_name(m->kt);
+}
+
+/* ---- KV cache ------------------------------------------------------------------- */
+
+int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *err,
+                    size_t errlen)
+{
+    const model_info *I = &m->info;
+    if (n_seq <= 0 || n_ctx <= 0 || n_ctx > I->n_ctx_train) {
+        mg_err_set(err, errlen, "model: kv cache of %d sequences x %d positions: positions must "
+                   "be in 1..%lld (the model's context length)", n_seq, n_ctx,
+                   (long long)I->n_ctx_train);
+        return MG_ERANGE;
+    }
+    model_kv *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        goto nomem;
+    kv->m = m;
+    kv->n_seq = n_seq;
+    kv->n_ctx = n_ctx;
+    kv->kv_dim = I->n_head_kv * I->head_dim;
+    size_t n = (size_t)I->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)kv->kv_dim;
+    kv->bytes = 2 * n * sizeof(float);
+    kv->k = malloc(n * sizeof(float));
+    kv->v = malloc(n * sizeof(float));
+    if (!kv->k || !kv->v)
+        goto nomem;
+    *out = kv;
+    return MG_OK;
+nomem:
+    mg_err_set(err, errlen, "model: out of memory for a kv cache of %d x %d positions", n_seq,
+               n_ctx);
+    model_kv_free(kv);
+    return MG_ENOMEM;
+}
+
+void model_kv_free(model_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+size_t model_kv_bytes(const model_kv *kv)
+{
+    return kv->bytes;
+}
+
+static inline float *kv_row(const model_kv *kv, float *base, int64_t il, int32_t seq, int32_t pos)
+{
+    size_t idx = (((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx + (size_t)pos);
+    return base + idx * (size_t)kv->kv_dim;
+}
+
+/* ---- element-wise operations ------------------------------------------------------ */
+
+/* out = x / sqrt(mean(x^2) + eps) * w   (RMSNorm, Zhang & Sennrich 2019) */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
+{
+    double ss = 0; /* sum in double: dim can be 7168 and values large */
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+typedef struct norm_job {
+    float *out;
+    const float *x;
+    const float *w;
+    int64_t n, ld;
+    float eps;
+} norm_job;
+
+static void norm_rows(void *arg, int64_t r0, int64_t r1)
+{
+    norm_job *j = arg;
+    for (int64_t r = r0; r < r1; r++)
+        rmsnorm(j->out + r * j->ld, j->x + r * j->ld, j->w, j->n, j->eps);
+}
+
+static void rmsnorm_rows(model *m, float *out, const float *x, const float *w, int64_t rows,
+                         int64_t n)
+{
+    norm_job j = {out, x, w, n, n, (float)m->info.rms_eps};
+    if (rows * n < 65536)
+        norm_rows(&j, 0, rows);
+    else
+        mm_pfor(&m->mm, rows, norm_rows, &j);
+}
+
+/* Rotates one head vector in place. NeoX style pairs (i, i + n_rot/2);
+ * the original (GPT-J / llama GGUF) style pairs (2i, 2i+1). */
+static void rope_head(float *v, const float *inv_freq, int64_t n_rot, float pos, bool neox)
+{
+    int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double theta = (double)pos * inv_freq[i];
+        float c = (float)cos(theta), s = (float)sin(theta);
+        int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
+}
+
+static inline float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+/* ---- forward: attention ------------------------------------------------------------ */
+
+typedef struct attn_job {
+    model *m;
+    model_kv *kv;
+    const model_batch *b;
+    int b0; /* first token of this chunk in the batch */
+    int n;  /* tokens in this chunk */
+    int64_t il;
+} attn_job;
+
+/* Per token: bias, q/k norm, RoPE, then store k and v into the cache. */
+static void qk_prepare(void *arg, int64_t t0, int64_t t1)
+{
+    attn_job *j = arg;
+    model *m = j->m;
+    const model_info *I = &m->info;
+    const layer *L = &m->layers[j->il];
+    int64_t hd = I->head_dim, nq = I->n_head * hd, nkv = I->n_head_kv * hd;
+    for (int64_t t = t0; t < t1; t++) {
+        float *q = m->s.q + t * nq, *k = m->s.k + t * nkv, *v = m->s.v + t * nkv;
+        if (L->bq)
+            for (int64_t i = 0; i < nq; i++)
+                q[i] += L->bq[i];
+        if (L->bk)
+            for (int64_t i = 0; i < nkv; i++)
+                k[i] += L->bk[i];
+        if (L->bv)
+            for (int64_t i = 0; i < nkv; i++)
+                v[i] += L->bv[i];
+        if (L->q_norm) /* qwen3: RMSNorm over each head before RoPE */
+            for (int64_t h = 0; h < I->n_head; h++)
+                rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, (float)I->rms_eps);
+        if (L->k_norm)
+            for (int64_t h = 0; h < I->n_head_kv; h++)
+                rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, (float)I->rms_eps);
+        int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
+        float p = (float)((double)pos / I->rope_scale);
+        for (int64_t h = 0; h < I->n_head; h++)
+            rope_head(q + h * hd, m->rope_inv_freq, I->n_rot, p, I->rope_neox);
+        for (int64_t h = 0; h < I->n_head_kv; h++)
+            rope_head(k + h * hd, m->rope_inv_freq, I->n_rot, p, I->rope_neox);
+        memcpy(kv_row(j->kv, j->kv->k, j->il, seq, pos), k, sizeof(float) * nkv);
+        memcpy(kv_row(j->kv, j->kv->v, j->il, seq, pos), v, sizeof(float) * nkv);
+    }
+}
+
+/* Causal attention of one (token, head) pair over its sequence's cache:
+ * softmax(q.K^T / sqrt(hd)) V. Work items t * n_head + h are split evenly
+ * over the pool; each thread uses its own row of the score scratch. */
+static void attn_worker(void *arg, int ith, int nth)
+{
+    attn_job *j = arg;
+    model *m = j->m;
+    const model_info *I = &m->info;
+    int64_t hd = I->head_dim, group = I->n_head / I->n_head_kv;
+    int64_t n_items = (int64_t)j->n * I->n_head;
+    int64_t i0 = n_items * ith / nth, i1 = n_items * (ith + 1) / nth;
+    float *scores = m->s.scores + (size_t)ith * (size_t)I->n_ctx_train;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t t = it / I->n_head, h = it % I->n_head, g = h / group;
+        int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
+        const float *q = m->s.q + t * I->n_head * hd + h * hd;
+        float mx = -INFINITY;
+        for (int32_t p = 0; p <= pos; p++) {
+            const float *kr = kv_row(j->kv, j->kv->k, j->il, seq, p) + g * hd;
+            float d = 0;
+            for (int64_t i = 0; i < hd; i++)
+                d += q[i] * kr[i];
+            d *= scale;
+            scores[p] = d;
+            if (d > mx)
+                mx = d;
+        }
+        double sum = 0;
+        for (int32_t p = 0; p <= pos; p++) {
+            scores[p] = expf(scores[p] - mx);
+            sum += scores[p];
+        }
+        float inv = (float)(1.0 / sum);
+        float *out = m->s.att + t * I->n_head * hd + h * hd;
+        memset(out, 0, sizeof(float) * hd);
+        for (int32_t p = 0; p <= pos; p++) {
+            const float *vr = kv_row(j->kv, j->kv->v, j->il, seq, p) + g * hd;
+            float w = scores[p] * inv;
+            for (int64_t i = 0; i < hd; i++)
+                out[i] += w * vr[i];
+        }
+    }
+}
+
+/* ---- forward: mixture of experts ------------------------------------------------------ */
+
+typedef struct moe_job {
+    model *m;
+    const layer *L;
+    int n;
+    uint32_t type;      /* weight type rows are prepared for */
+    unsigned char *dst; /* prepared rows */
+    size_t stride;
+    const float *src;   /* f32 rows, ld src_ld, indexed through slot_tok or directly */
+    int64_t src_ld, k;
+    bool by_token;      /* src row = slot_tok[slot] (else = slot) */
+} moe_job;
+
+static void moe_prepare(void *arg, int64_t s0, int64_t s1)
+{
+    moe_job *j = arg;
+    model *m = j->m;
+    for (int64_t s = s0; s < s1; s++) {
+        int64_t r = j->by_token ? m->s.slot_tok[s] : s;
+        tensor_act_prepare(m->kt, j->type, j->dst + (size_t)s * j->stride, j->src + r * j->src_ld,
+                           j->k);
+    }
+}
+
+/* h = silu(gate) * up, in place into hg, rows [s0, s1) of width k. */
+static void moe_swiglu(void *arg, int64_t s0, int64_t s1)
+{
+    moe_job *j = arg;
+    float *hg = j->m->s.hg, *hu = j->m->s.hu;
+    for (int64_t s = s0; s < s1; s++)
+        for (int64_t i = 0; i < j->k; i++)
+            hg[s * j->k + i] = silu(hg[s * j->k + i]) * hu[s * j->k + i];
+}
+
+/* Router: softmax over all experts, top-k by probability (ties to the lower
+ * index), weights renormalised over the k when the family says so. Fills
+ * sel/selw and groups (token, choice) pairs into slots by expert. */
+static void moe_route(model *m, int n)
+{
+    const model_info *I = &m->info;
+    scratch *s = &m->s;
+    int64_t ne = I->n_expert, k = I->n_expert_used;
+    for (int t = 0; t < n; t++) {
+        float *lg = s->rlog + (int64_t)t * ne;
+        float mx = -INFINITY;
+        for (int64_t e = 0; e < ne; e++)
+            mx = lg[e] > mx ? lg[e] : mx;
+        double sum = 0;
+        for (int64_t e = 0; e < ne; e++) {
+            lg[e] = expf(lg[e] - mx);
+            sum += lg[e];
+        }
+        for (int64_t e = 0; e < ne; e++)
+            lg[e] = (float)(lg[e] / sum);
+        int32_t *sel = s->sel + (int64_t)t * k;
+        float *w = s->selw + (int64_t)t * k;
+        double wsum = 0;
+        for (int64_t c = 0; c < k; c++) {
+            int32_t best = -1;
+            for (int64_t e = 0; e < ne; e++) {
+                bool taken = false;
+                for (int64_t d = 0; d < c; d++)
+                    taken |= sel[d] == e;
+                if (!taken && (best < 0 || lg[e] > lg[best]))
+                    best = (int32_t)e;
+            }
+            sel[c] = best;
+            w[c] = lg[best];
+            wsum += lg[best];
+        }
+        if (I->norm_topk)
+            for (int64_t c = 0; c < k; c++)
+                w[c] = (float)(w[c] / wsum);
+    }
+    /* group by expert: counts, then offsets over active experts in id order */
+    int32_t *count = s->slot_off; /* reuse as a counter array of n_expert+1 */
+    memset(count, 0, sizeof(int32_t) * (size_t)(ne + 1));
+    for (int64_t i = 0; i < (int64_t)n * k; i++)
+        count[s->sel[i]]++;
+    int n_ex = 0;
+    int32_t off = 0;
+    /* compact: ex[i] = expert, slot_off[i] = first slot; uses count before
+     * overwriting it (i <= e always holds). */
+    for (int64_t e = 0; e < ne; e++) {
+        int32_t c = count[e];
+        if (c == 0)
+            continue;
+        s->ex[n_ex] = (int32_t)e;
+        count[n_ex] = off; /* slot_off[n_ex] */
+        off += c;
+        n_ex++;
+    }
+    count[n_ex] = off;
+    m->s.n_ex = n_ex;
+    /* fill slots in token order */
+    int32_t *fill = s->rlog_i; /* [n_expert] cursor per expert */
+    for (int i = 0; i < n_ex; i++)
+        fill[s->ex[i]] = s->slot_off[i];
+    for (int t = 0; t < n; t++)
+        for (int64_t c = 0; c < k; c++) {
+            int32_t e = s->sel[(int64_t)t * k + c];
+            int32_t slot = fill[e]++;
+            s->slot_tok[slot] = t;
+            s->tok_slot[(int64_t)t * k + c] = slot;
+        }
+}
+
+typedef struct combine_job {
+    model *m;
+    float *out; /* [n][dim] */
+} combine_job;
+
+static void moe_combine(void *arg, int64_t t0, int64_t t1)
+{
+    combine_job *j = arg;
+    model *m = j->m;
+    int64_t dim = m->info.dim, k = m->info.n_expert_used;
+    for (int64_t t = t0; t < t1; t++) {
+        float *o = j->out + t * dim;
+        memset(o, 0, sizeof(float) * dim);
+        for (int64_t c = 0; c < k; c++) {
+            float w = m->s.selw[t * k + c];
+            const float *eo = m->s.eo + (int64_t)m->s.tok_slot[t * k + c] * dim;
+            for (int64_t i = 0; i < dim; i++)
+                o[i] += w * eo[i];
+        }
+    }
+}
+
+/* out[n][dim] = sum over chosen experts of weight * SwiGLU_e(xn) (+ the
+ * shared expert, gated by sigmoid(xn . w_gate_shexp), for qwen2moe). */
+static void moe_forward(model *m, const layer *L, const float *xn, float *out, int n)
+{
+    const model_info *I = &m->info;
+    scratch *s = &m->s;
+    int64_t dim = I->dim, eff = I->expert_ff, k = I->n_expert_used;
+    int64_t nslot = (int64_t)n * k;
+    /* route tokens to experts */
+    mm_run(&m->mm, s->rlog, I->n_expert, &L->router, 0, xn, dim, n);
+    moe_route(m, n);
+    /* gather each slot's input, prepared for the gate/up weight type */
+    size_t xs = tensor_act_row_bytes(L->gate_exps.type, dim);
+    moe_job pj = {m, L, n, L->gate_exps.type, s->xa, xs, xn, dim, dim, true};
+    mm_pfor(&m->mm, nslot, moe_prepare, &pj);
+    float *gy[2] = {s->hg, s->hu};
+    const wmat *gw[2] = {&L->gate_exps, &L->up_exps};
+    if (L->up_exps.type == L->gate_exps.type) {
+        /* gate and up of every active expert in one pass */
+        mm_run_experts(&m->mm, 2, gy, eff, gw, s->xa, xs, s->ex, s->slot_off, s->n_ex);
+    } else {
+        size_t xs2 = tensor_act_row_bytes(L->up_exps.type, dim);
+        moe_job pj2 = {m, L, n, L->up_exps.type, s->xa2, xs2, xn, dim, dim, true};
+        mm_pfor(&m->mm, nslot, moe_prepare, &pj2);
+        mm_run_experts(&m->mm, 1, &gy[0], eff, &gw[0], s->xa, xs, s->ex, s->slot_off, s->n_ex);
+        mm_run_experts(&m->mm, 1, &gy[1], eff, &gw[1], s->xa2, xs2, s->ex, s->slot_off,
+                       s->n_ex);
+    }
+    /* SwiGLU, then the down projection of every active expert */
+    moe_job hj = {m, L, n, L->down_exps.type, s->ha, tensor_act_row_bytes(L->down_exps.type, eff),
+                  s->hg, eff, eff, false};
+    mm_pfor(&m->mm, nslot, moe_swiglu, &hj);
+    mm_pfor(&m->mm, nslot, moe_prepare, &hj);
+    const wmat *dw = &L->down_exps;
+    mm_run_experts(&m->mm, 1, &s->eo, dim, &dw, s->ha, hj.stride, s->ex, s->slot_off, s->n_ex);
+    /* weighted sum of each token's experts, in choice order */
+    combine_job cj = {m, out};
+    mm_pfor(&m->mm, n, moe_combine, &cj);
+
+    if (I->shared_ff > 0) {
+        /* qwen2moe shared expert: out += sigmoid(xn . g) * down(silu(gate(xn)) * up(xn)) */
+        int64_t sff = I->shared_ff;
+        float *ys[2] = {s->hg, s->hu};
+        int64_t lds[2] = {sff, sff};
+        const wmat *ws[2] = {&L->gate_sh, &L->up_sh};
+        mm_run_multi(&m->mm, 2, ys, lds, ws, xn, dim, n);
+        moe_job sj = {m, L, n, 0, NULL, 0, NULL, 0, sff, false};
+        mm_pfor(&m->mm, n, moe_swiglu, &sj);
+        mm_run(&m->mm, s->rows, dim, &L->down_sh, 0, s->hg, sff, n);
+        for (int t = 0; t < n; t++) {
+            double g = 0;
+            for (int64_t i = 0; i < dim; i++)
+                g += (double)xn[t * dim + i] * L->shexp_gate[i];
+            float gate = (float)(1.0 / (1.0 + exp(-g)));
+            for (int64_t i = 0; i < dim; i++)
+                out[t * dim + i] += gate * s->rows[t * dim + i];
+        }
+    }
+}
+
+/* ---- forward: the whole model --------------------------------------------------------- */
+
+typedef struct embd_job {
+    model *m;
+    const int32_t *tok;
+} embd_job;
+
+static void embed_rows(void *arg, int64_t t0, int64_t t1)
+{
+    embd_job *j = arg;
+    model *m = j->m;
+    const wmat *w = &m->tok_embd;
+    for (int64_t t = t0; t < t1; t++)
+        tensor_dequant_row(m->kt, w->type, m->s.x + t * m->info.dim,
+                           (const char *)w->data + (size_t)j->tok[t] * w->row_bytes, w->n_in);
+}
+
+/* One chunk of at most n_batch tokens (b0..b0+n of the batch). Writes the
+ * logits of wanted tokens to logits, returns how many rows it wrote. */
+static int forward_chunk(model *m, model_kv *kv, const model_batch *b, int b0, int n,
+                         float *logits)
+{
+    const model_info *I = &m->info;
+    scratch *s = &m->s;
+    int64_t dim = I->dim, nq = I->n_head * I->head_dim, nkv = I->n_head_kv * I->head_dim;
+
+    /* token embedding */
+    embd_job ej = {m, b->token + b0};
+    mm_pfor(&m->mm, n, embed_rows, &ej);
+
+    for (int64_t il = 0; il < I->n_layer; il++) {
+        const layer *L = &m->layers[il];
+        /* attention rmsnorm */
+        rmsnorm_rows(m, s->xn, s->x, L->attn_norm, n, dim);
+        /* q, k, v projections */
+        float *qkv[3] = {s->q, s->k, s->v};
+        int64_t ld[3] = {nq, nkv, nkv};
+        const wmat *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+        mm_run_multi(&m->mm, 3, qkv, ld, wqkv, s->xn, dim, n);
+        /* biases, q/k norms, RoPE; append k and v to the cache */
+        attn_job aj = {m, kv, b, b0, n, il};
+        mm_pfor(&m->mm, n, qk_prepare, &aj);
+        /* causal attention over each sequence's cache */
+        pool_run(m->pool, attn_worker, &aj);
+        /* output projection and residual */
+        mm_run(&m->mm, s->o, dim, &L->wo, 0, s->att, nq, n);
+        for (int64_t i = 0; i < (int64_t)n * dim; i++)
+            s->x[i] += s->o[i];
+        /* ffn rmsnorm, mixture of experts, residual */
+        rmsnorm_rows(m, s->xn, s->x, L->ffn_norm, n, dim);
+        moe_forward(m, L, s->xn, s->o, n);
+        for (int64_t i = 0; i < (int64_t)n * dim; i++)
+            s->x[i] += s->o[i];
+    }
+
+    /* output norm and logits, for the wanted rows only */
+    int nw = 0;
+    for (int t = 0; t < n; t++) {
+        if (b->want_logits && !b->want_logits[b0 + t])
+            continue;
+        rmsnorm(s->rows + (int64_t)nw * dim, s->x + (int64_t)t * dim, m->out_norm, dim,
+                (float)I->rms_eps);
+        nw++;
+    }
+    if (nw > 0)
+        mm_run(&m->mm, logits, I->n_vocab, &m->output, 0, s->rows, dim, nw);
+    return nw;
+}
+
+int model_forward(model *m, model_kv *kv, const model_batch *b, float *logits, char *err,
+                  size_t errlen)
+{
+    const model_info *I = &m->info;
+    if (!b || b->n < 0 || (b->n > 0 && (!b->token || !b->pos || !b->seq))) {
+        mg_err_set(err, errlen, "model: bad batch");
+        return MG_EINVAL;
+    }
+    if (kv->m != m) {
+        mg_err_set(err, errlen, "model: kv cache belongs to another model");
+        return MG_EINVAL;
+    }
+    for (int i = 0; i < b->n; i++) {
+        if (b->token[i] < 0 || b->token[i] >= I->n_vocab) {
+            mg_err_set(err, errlen, "model: token id %d at batch index %d is outside the "
+                       "vocabulary (0..%lld)", b->token[i], i, (long long)I->n_vocab - 1);
+            return MG_ERANGE;
+        }
+        if (b->seq[i] < 0 || b->seq[i] >= kv->n_seq || b->pos[i] < 0 || b->pos[i] >= kv->n_ctx) {
+            mg_err_set(err, errlen, "model: batch index %d: sequence %d position %d is outside "
+                       "the kv cache (%d sequences x %d positions)", i, b->seq[i], b->pos[i],
+                       kv->n_seq, kv->n_ctx);
+            return MG_ERANGE;
+        }
+    }
+    for (int b0 = 0; b0 < b->n; b0 += m->n_batch) {
+        int n = b->n - b0 < m->n_batch ? b->n - b0 : m->n_batch;
+        int rows = forward_chunk(m, kv, b, b0, n, logits);
+        if (logits)
+            logits += (size_t)rows * (size_t)I->n_vocab;
+    }
+    return MG_OK;
+}

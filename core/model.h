@@ -1,0 +1,112 @@
+/* moegate — model loading and the forward pass.
+ *
+ * A model is a GGUF file mapped read-only (weights are never copied), the
+ * hyper-parameters read from the metadata keys the GGUF ecosystem writes, a
+ * thread pool and scratch buffers planned at load. Supported architectures:
+ * qwen3moe, qwen2moe, and llama with expert tensors (Mixtral). Anything else,
+ * a missing tensor or a tensor of the wrong shape or type is refused at open
+ * with a message that names it.
+ *
+ * The forward pass works on a batch of tokens that may belong to several
+ * sequences (the unit the serving scheduler uses). Each sequence owns a slot
+ * of a model_kv cache; a token at position p of sequence s attends to the
+ * cached positions 0..p of s. Within one expert, all the batch's tokens routed
+ * to it are multiplied together, so each expert's weights are read once per
+ * forward call.
+ *
+ * Thread safety: one thread at a time may call model_forward on a model (the
+ * model's pool runs the kernels). model_get_info and model_gguf may be
+ * called from any thread.
+ */
+#ifndef MOEGATE_CORE_MODEL_H
+#define MOEGATE_CORE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+
+typedef struct model model;
+typedef struct model_kv model_kv;
+
+enum model_arch {
+    MODEL_ARCH_QWEN3MOE,
+    MODEL_ARCH_QWEN2MOE,
+    MODEL_ARCH_MIXTRAL, /* GGUF architecture "llama" with expert tensors */
+};
+
+typedef struct model_info {
+    enum model_arch arch;
+    char arch_name[32]; /* general.architecture as stored */
+    char name[128];     /* general.name, may be empty */
+    int64_t n_vocab;
+    int64_t dim;       /* embedding_length */
+    int64_t n_layer;   /* block_count */
+    int64_t n_head;    /* attention.head_count */
+    int64_t n_head_kv; /* attention.head_count_kv */
+    int64_t head_dim;  /* attention.key_length (= value_length) */
+    int64_t n_expert;
+    int64_t n_expert_used;
+    int64_t expert_ff; /* expert_feed_forward_length */
+    int64_t shared_ff; /* expert_shared_feed_forward_length, 0 if none */
+    int64_t n_ctx_train;
+    int64_t n_rot; /* rope.dimension_count */
+    double rope_base;
+    double rope_scale; /* linear scaling factor, 1 when none */
+    bool rope_neox;    /* NeoX (half-split) rotation, else interleaved pairs */
+    double rms_eps;
+    bool norm_topk; /* renormalise the top-k router weights */
+    bool tied_output; /* no output.weight: logits use token_embd */
+    int64_t n_params;        /* every weight element */
+    int64_t n_params_active; /* per token: non-expert + n_expert_used experts */
+    size_t weight_bytes;     /* bytes of tensor data */
+    uint32_t main_type;      /* most common tensor type by bytes */
+    double load_seconds;
+} model_info;
+
+typedef void (*model_progress_fn)(void *ud, double fraction);
+
+typedef struct model_opts {
+    int n_threads;           /* <= 0: one per CPU */
+    bool no_pin;             /* do not pin worker threads */
+    const char *isa;         /* NULL: best; "scalar", "avx2", "avx512": upper bound */
+    int n_batch;             /* max tokens per internal forward chunk; <= 0: 256 */
+    bool prefault;           /* touch every weight page at load (shows progress) */
+    model_progress_fn progress; /* called with 0..1 during prefault; may be NULL */
+    void *progress_ud;
+} model_opts;
+
+/* Opens path. Errors: those of gguf_open, MG_EUNSUPPORTED (architecture,
+ * tensor type), MG_ENOTFOUND (missing tensor or key, named), MG_EFORMAT
+ * (shape mismatch, named with expected and found shapes). */
+int model_open(model **out, const char *path, const model_opts *opts, char *err, size_t errlen);
+void model_close(model *m); /* accepts NULL */
+
+const model_info *model_get_info(const model *m);
+const gguf *model_gguf(const model *m);
+const char *model_isa_name(const model *m); /* kernel table in use */
+
+/* KV cache for n_seq sequences of up to n_ctx positions each. */
+int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *err,
+                    size_t errlen);
+void model_kv_free(model_kv *kv); /* accepts NULL */
+size_t model_kv_bytes(const model_kv *kv);
+
+typedef struct model_batch {
+    int n;                      /* tokens in the batch */
+    const int32_t *token;       /* [n] token ids */
+    const int32_t *pos;         /* [n] position of each token in its sequence */
+    const int32_t *seq;         /* [n] sequence slot in the kv cache */
+    const uint8_t *want_logits; /* [n] nonzero: produce logits; NULL: all */
+} model_batch;
+
+/* Runs the batch. For every token with want_logits, writes one row of n_vocab
+ * logits into logits, rows in batch order. Every position 0..pos-1 of a
+ * token's sequence must have been evaluated (earlier in this batch or in an
+ * earlier call). Errors: MG_EINVAL/MG_ERANGE for a bad token id, position or
+ * slot (named). */
+int model_forward(model *m, model_kv *kv, const model_batch *b, float *logits, char *err,
+                  size_t errlen);
+
+#endif

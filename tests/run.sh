@@ -1,0 +1,48 @@
+#!/bin/sh
+# Runs every test suite against the binaries under $BUILD and prints one
+# summary line "tests: N passed, M failed" (suites, not cases: each suite
+# prints its own case counts). Exit status 1 when any suite failed.
+#   BUILD=build PYTHON=/usr/bin/python3 sh tests/run.sh [--quick]
+# --quick (used for the sanitizer build): unit tests, the corruption test and
+# the reference check of two small models only.
+set -u
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+QUICK=${1:-}
+FIX=${FIXTURES:-build/fixtures}
+pass=0
+fail=0
+failed=""
+
+suite() { # name, command...
+    name=$1
+    shift
+    echo "=== $name"
+    if "$@"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        failed="$failed $name"
+        echo "=== $name FAILED"
+    fi
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    suite "$(basename "$t")" "$t"
+done
+
+seed_model="$FIX/qwen3moe-tiny-q4_K.gguf"
+[ -f "$seed_model" ] || seed_model=""
+suite gguf_corrupt "$BUILD/tests/gguf_corrupt" -n 10000 $seed_model
+
+if [ "$QUICK" = "--quick" ]; then
+    suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" \
+        --fixtures "$FIX" --only mixtral-tiny-q8_0 --only qwen2moe-tiny-q4_K
+else
+    suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX"
+    suite cli sh tests/cli/test_cli.sh "$BUILD/moegate" "$FIX"
+fi
+
+echo "tests: $pass passed, $fail failed"
+[ "$fail" -eq 0 ] || { echo "failed suites:$failed"; exit 1; }
