@@ -50,12 +50,13 @@ LIB_CORE  := $(BUILD)/lib/libmgcore.a
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all help deps check check-build check-asan bench clean fixtures fuzz format
+.PHONY: all help quickstart deps check check-build check-asan bench clean fixtures fuzz format
 
 all: $(BUILD)/moegate
 
 help:
 	@echo "make            build build/moegate"
+	@echo "make quickstart install deps, build, make the demo model and generate text"
 	@echo "make deps       install the Debian packages the build and tests need (apt-get; no-op when present)"
 	@echo "make check      install deps, build, generate fixtures, run every test"
 	@echo "make check-asan the same tests built with ASan+UBSan (objects under build/asan)"
@@ -67,6 +68,10 @@ help:
 
 deps:
 	@sh deploy/install-deps.sh
+
+quickstart: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh deploy/quickstart.sh
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
