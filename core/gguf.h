@@ -13,6 +13,15 @@
  * general.alignment (default 32); tensor data. Strings are u64 length + bytes
  * (no NUL). Arrays are u32 element type + u64 count + elements, and may nest.
  *
+ * Limits this reader enforces (beyond the bounds checks): keys 1..65535
+ * bytes; tensor names 1..256 bytes (the specification says 64; we are
+ * lenient); neither may contain a NUL byte; keys and tensor names unique;
+ * bools 0 or 1; arrays nested at most 8 levels (a key's own array is level
+ * 1); general.alignment a uint32 power of two; tensors with 1..4 dims, a
+ * known type, ne[0] a multiple of the type's block, an element count that
+ * fits int64, an aligned offset, data inside the file and overlapping no
+ * other tensor. Zero-sized tensors (some ne == 0) are accepted, nbytes 0.
+ *
  * Thread safety: a gguf object is immutable after open; every accessor may be
  * called concurrently from any thread.
  */
@@ -67,9 +76,10 @@ typedef struct gguf_tensor {
 } gguf_tensor;
 
 /* Opens and validates path. *out is set only on success. Errors:
- * MG_EIO (open/stat/mmap), MG_EFORMAT (corrupt/truncated; err names the
- * field and offset), MG_EUNSUPPORTED (version, unknown tensor type),
- * MG_ENOMEM. */
+ * MG_EIO (open/stat/mmap, not a regular file; err names the path),
+ * MG_EFORMAT (corrupt/truncated; err names the field and offset),
+ * MG_EUNSUPPORTED (version, unknown tensor type), MG_ENOMEM, MG_EINVAL (NULL
+ * out or path). */
 int gguf_open(gguf **out, const char *path, char *err, size_t errlen);
 
 /* Same, over a caller-owned buffer that must outlive the gguf object. */
@@ -81,7 +91,9 @@ void gguf_close(gguf *g);
 uint32_t gguf_version(const gguf *g);
 size_t gguf_alignment(const gguf *g);
 size_t gguf_file_size(const gguf *g);
-size_t gguf_data_offset(const gguf *g); /* byte offset of the data section */
+/* Byte offset of the data section (a multiple of the alignment). In a file
+ * without tensors it may equal or exceed the file size. */
+size_t gguf_data_offset(const gguf *g);
 
 /* ---- metadata ---------------------------------------------------------- */
 
@@ -89,6 +101,7 @@ int64_t gguf_key_count(const gguf *g);
 /* Index of key, or -1 when absent. Keys are unique (duplicates are refused
  * at open). */
 int64_t gguf_find_key(const gguf *g, const char *key);
+/* Key i in file order; {NULL, 0} / GGUF_TYPE_COUNT when i is out of range. */
 gguf_str gguf_key_name(const gguf *g, int64_t i);
 enum gguf_type gguf_key_type(const gguf *g, int64_t i);
 
@@ -96,8 +109,9 @@ enum gguf_type gguf_key_type(const gguf *g, int64_t i);
  * is absent; MG_EFORMAT when the stored type does not fit (e.g. a string
  * asked for as an int, a negative value as unsigned, a value that overflows
  * int64). Integer getters accept any integer type (and bool); gguf_get_float
- * accepts float32, float64 and any integer type. *out is untouched on
- * failure, so callers may pre-load a default. */
+ * accepts float32, float64 and any integer type (not bool); gguf_get_bool
+ * only bool. *out is untouched on failure, so callers may pre-load a
+ * default. */
 int gguf_get_int(const gguf *g, const char *key, int64_t *out);
 int gguf_get_uint(const gguf *g, const char *key, uint64_t *out);
 int gguf_get_float(const gguf *g, const char *key, double *out);
@@ -108,7 +122,9 @@ int gguf_get_str(const gguf *g, const char *key, gguf_str *out);
  * fixed-size scalars, *raw points at the packed little-endian elements in
  * the mapping (may be unaligned: read with memcpy). For arrays of strings
  * use gguf_arr_str; for nested arrays use gguf_arr_sub, which returns a
- * handle usable with the gguf_arrh_* functions. */
+ * handle usable with the gguf_arrh_* functions. Any of elem_type, n, raw
+ * may be NULL; *raw is set to NULL for arrays of strings or arrays.
+ * MG_ENOTFOUND when absent, MG_EFORMAT when the value is not an array. */
 int gguf_get_arr(const gguf *g, const char *key, enum gguf_type *elem_type, uint64_t *n,
                  const void **raw);
 /* i-th string of a string array; MG_EINVAL when i is out of range or the key
@@ -123,20 +139,26 @@ typedef struct gguf_arr {
     const unsigned char *first; /* first element in the mapping */
     const void *priv;           /* reader-private index, may be NULL */
 } gguf_arr;
-/* Top-level array value of key. */
+/* Top-level array value of key; MG_ENOTFOUND, or MG_EFORMAT when not an
+ * array. Element access is O(1) for a key's own array of strings or arrays. */
 int gguf_arr_get(const gguf *g, const char *key, gguf_arr *out);
-/* i-th element of an array of arrays. May be O(i) for nested arrays. */
+/* i-th element of an array of arrays. May be O(i) for nested arrays.
+ * gguf_arrh_sub and gguf_arrh_str return MG_EINVAL when the element type is
+ * not the one asked for or i >= n. */
 int gguf_arrh_sub(const gguf_arr *a, uint64_t i, gguf_arr *out);
 /* i-th element of an array of strings. */
 int gguf_arrh_str(const gguf_arr *a, uint64_t i, gguf_str *out);
 
 /* Convenience: copy key's string value into buf (NUL-terminated); returns
- * MG_ERANGE when it does not fit, MG_ENOTFOUND / MG_EFORMAT as above. */
+ * MG_ERANGE when it does not fit (or buf is NULL), MG_ENOTFOUND / MG_EFORMAT
+ * as above; MG_EFORMAT too when the string holds a NUL byte (it would be
+ * silently cut short). */
 int gguf_get_cstr(const gguf *g, const char *key, char *buf, size_t buflen);
 
 /* ---- tensors ----------------------------------------------------------- */
 
 int64_t gguf_tensor_count(const gguf *g);
+/* Tensor i in file order; NULL when i is out of range. */
 const gguf_tensor *gguf_tensor_at(const gguf *g, int64_t i);
 /* NULL when absent. O(log n) or O(1). */
 const gguf_tensor *gguf_tensor_find(const gguf *g, const char *name);

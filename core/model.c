@@ -506,8 +506,10 @@ static void plan_scratch(model *m, int nth)
     size_t act_row = 0;
     for (uint32_t t = 0; t < TENSOR_TYPE_COUNT; t++) {
         const tensor_type_info *ti = tensor_type_get(t);
-        if (ti && ti->computable && wmax % ti->block_elems == 0)
-            act_row = max_sz(act_row, tensor_act_row_bytes(t, wmax));
+        if (ti && ti->computable) {
+            int64_t kr = (wmax + ti->block_elems - 1) / ti->block_elems * ti->block_elems;
+            act_row = max_sz(act_row, tensor_act_row_bytes(t, kr));
+        }
     }
     m->mm.act_cap = act_row * (size_t)nb * 3;
     m->mm.act = own_alloc(m, m->mm.act_cap);
