@@ -24,4 +24,18 @@ mkdir -p "$OUT"
 echo "machine ceilings: JSON in $OUT/machine.json"
 
 # ---- engine benchmark --------------------------------------------------------
-# LEAD: append the engine benchmark (build/moegate bench ...) below this line.
+# Bench models with Qwen3-30B-A3B's per-layer shape (dim 2048, 128 experts,
+# top-8, expert FFN 768, 32 q heads, 4 kv heads, head dim 128), 6 layers,
+# in q8_0 and q4_K (generated once, ~7 GB, under build/benchmodels).
+PYTHON=${PYTHON:-/usr/bin/python3}
+MODELS=build/benchmodels
+sh tests/fixtures/fetch_tokenizers.sh >/dev/null
+"$PYTHON" tests/fixtures/gen_models.py --bench --out "$MODELS"
+: >"$OUT/engine.jsonl"
+for q in q8_0 q4_K; do
+    "$BUILD/moegate" bench -m "$MODELS/bench-qwen3moe-$q.gguf" --threads 1,2 \
+        --pp "${BENCH_PP:-256}" --tg "${BENCH_TG:-32}" --reps "${BENCH_REPS:-5}" --json \
+        | tee -a "$OUT/engine.jsonl"
+done
+echo
+"$PYTHON" bench/engine_table.py "$OUT/machine.json" "$OUT/engine.jsonl"

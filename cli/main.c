@@ -40,6 +40,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
             "  moegate model inspect MODEL.gguf\n"
+            "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
             "  moegate version\n\n"
             "run options:\n"
             "  -n, --n-predict N     tokens to generate (default 64)\n"
@@ -433,6 +434,130 @@ static int cmd_inspect(int argc, char **argv)
     return 0;
 }
 
+
+/* ---- bench -------------------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* One table row per thread count: prompt processing (one batch of n_pp
+ * tokens) and generation (n_tg single-token steps) throughput, medians of
+ * reps runs, with the bandwidth and op rate they imply. */
+static int cmd_bench(int argc, char **argv)
+{
+    const char *model_path = NULL, *threads = "1,2", *isa = NULL;
+    int n_pp = 512, n_tg = 32, reps = 3;
+    bool json = false;
+    args a = {argc, 0, argv};
+    for (a.i = 0; a.i < argc; a.i++) {
+        const char *v, *s = argv[a.i];
+        if (opt_val(&a, "--model", "-m", &v))
+            model_path = v;
+        else if (opt_val(&a, "--threads", "-t", &v))
+            threads = v;
+        else if (opt_val(&a, "--pp", "-p", &v))
+            n_pp = (int)parse_int("--pp", v, 1, 1 << 16);
+        else if (opt_val(&a, "--tg", "-n", &v))
+            n_tg = (int)parse_int("--tg", v, 2, 1 << 16);
+        else if (opt_val(&a, "--reps", "-r", &v))
+            reps = (int)parse_int("--reps", v, 1, 100);
+        else if (opt_val(&a, "--isa", NULL, &v))
+            isa = v;
+        else if (!strcmp(s, "--json"))
+            json = true;
+        else
+            die("bench: unknown option '%s'", s);
+    }
+    if (!model_path)
+        die("bench: -m MODEL.gguf is required");
+    int n_th;
+    int32_t *th = parse_tokens(threads, &n_th);
+    if (!json)
+        printf("| model | type | threads | pp%d tok/s | tg tok/s | GB read/token | tg GB/s | "
+               "pp GOP/s |\n|---|---|---|---|---|---|---|---|\n", n_pp);
+    for (int ti = 0; ti < n_th; ti++) {
+        char err[512];
+        model_opts mo = {.n_threads = th[ti], .isa = isa, .prefault = true,
+                         .n_batch = n_pp < 512 ? n_pp : 512};
+        model *m;
+        if (model_open(&m, model_path, &mo, err, sizeof err))
+            die("%s", err);
+        const model_info *I = model_get_info(m);
+        int n_ctx = n_pp > n_tg + 1 ? n_pp : n_tg + 1;
+        model_kv *kv;
+        if (model_kv_create(&kv, m, 1, n_ctx, err, sizeof err))
+            die("%s", err);
+        int32_t *tok = malloc(sizeof(int32_t) * (size_t)n_ctx);
+        int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_ctx);
+        int32_t *seq = calloc((size_t)n_ctx, sizeof(int32_t));
+        uint8_t *want = calloc((size_t)n_ctx, 1);
+        float *logits = malloc(sizeof(float) * (size_t)I->n_vocab);
+        double *t_pp = malloc(sizeof(double) * (size_t)reps);
+        double *t_tg = malloc(sizeof(double) * (size_t)reps);
+        if (!tok || !pos || !seq || !want || !logits || !t_pp || !t_tg)
+            die("out of memory");
+        uint64_t x = 12345;
+        for (int i = 0; i < n_ctx; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            tok[i] = (int32_t)((x >> 33) % (uint64_t)I->n_vocab);
+            pos[i] = i;
+        }
+        want[n_pp - 1] = 1;
+        for (int r = 0; r < reps + 1; r++) { /* first run warms up, not counted */
+            model_batch b = {n_pp, tok, pos, seq, want};
+            double t0 = now();
+            if (model_forward(m, kv, &b, logits, err, sizeof err))
+                die("%s", err);
+            double dt = now() - t0;
+            double t1 = now();
+            for (int i = 0; i < n_tg; i++) {
+                model_batch g = {1, &tok[i], &pos[i], seq, NULL};
+                if (model_forward(m, kv, &g, logits, err, sizeof err))
+                    die("%s", err);
+            }
+            double dg = now() - t1;
+            if (r > 0) {
+                t_pp[r - 1] = dt;
+                t_tg[r - 1] = dg;
+            }
+        }
+        double pp = n_pp / median(t_pp, reps), tg = n_tg / median(t_tg, reps);
+        double gb = I->bytes_per_token / 1e9;
+        double gops = 2.0 * (double)I->n_params_active * pp / 1e9;
+        const char *tname = tensor_type_get(I->main_type)->name;
+        if (json)
+            printf("{\"model\":\"%s\",\"type\":\"%s\",\"threads\":%d,\"pp_tokens\":%d,"
+                   "\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,\"bytes_per_token\":%zu,"
+                   "\"tg_gb_s\":%.3f,\"pp_gop_s\":%.1f,\"isa\":\"%s\"}\n",
+                   I->name, tname, th[ti], n_pp, pp, tg, I->bytes_per_token, tg * gb, gops,
+                   model_isa_name(m));
+        else
+            printf("| %s | %s | %d | %.1f | %.2f | %.3f | %.2f | %.0f |\n", I->name, tname, th[ti],
+                   pp, tg, gb, tg * gb, gops);
+        fflush(stdout);
+        free(tok);
+        free(pos);
+        free(seq);
+        free(want);
+        free(logits);
+        free(t_pp);
+        free(t_tg);
+        model_kv_free(kv);
+        model_close(m);
+    }
+    free(th);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -442,6 +567,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "model") && argc >= 3 && !strcmp(argv[2], "inspect"))
         return cmd_inspect(argc - 3, argv + 3);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

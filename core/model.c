@@ -556,12 +556,16 @@ static void count_params(model *m)
         I->weight_bytes += t->nbytes;
         if (t->type < TENSOR_TYPE_COUNT)
             by_type[t->type] += t->nbytes;
-        if (!strcmp(t->name, "token_embd.weight") && !I->tied_output)
+        if (!strcmp(t->name, "token_embd.weight") && !I->tied_output) {
             I->n_params_active += I->dim; /* one row is read per token */
-        else if (is_expert_tensor(t->name))
+            I->bytes_per_token += t->nbytes / (size_t)I->n_vocab;
+        } else if (is_expert_tensor(t->name)) {
             I->n_params_active += n * I->n_expert_used / I->n_expert;
-        else
+            I->bytes_per_token += t->nbytes / (size_t)I->n_expert * (size_t)I->n_expert_used;
+        } else {
             I->n_params_active += n;
+            I->bytes_per_token += t->nbytes;
+        }
     }
     size_t best = 0;
     for (uint32_t t = 0; t < TENSOR_TYPE_COUNT; t++)

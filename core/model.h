@@ -61,6 +61,7 @@ typedef struct model_info {
     int64_t n_params;        /* every weight element */
     int64_t n_params_active; /* per token: non-expert + n_expert_used experts */
     size_t weight_bytes;     /* bytes of tensor data */
+    size_t bytes_per_token;  /* weight bytes one decode step reads (k experts/layer) */
     uint32_t main_type;      /* most common tensor type by bytes */
     double load_seconds;
 } model_info;

@@ -52,6 +52,16 @@ expect_fail ctx "exceeds the context" "$MG" run -m "$M" --tokens 1,2,3 -n 10 --c
 expect_fail unknown-opt "unknown option" "$MG" run -m "$M" --frobnicate
 expect_fail no-model "-m MODEL.gguf is required" "$MG" run --tokens 1
 expect_fail bad-isa "unknown ISA" "$MG" run -m "$M" --tokens 1 --isa sse9
+# one defect per model file, each named in the error
+PYTHON=${PYTHON:-/usr/bin/python3}
+"$PYTHON" "$(dirname "$0")/make_broken.py" "$M" "$T/broken" >"$T/cases" || {
+    echo "FAIL make_broken.py"
+    fail=$((fail + 1))
+}
+while read -r case want; do
+    expect_fail "broken-$case" "$want" "$MG" run -m "$T/broken/$case.gguf" --tokens 1 -n 1
+    expect_fail "broken-inspect-$case" "$want" "$MG" model inspect "$T/broken/$case.gguf"
+done <"$T/cases"
 expect_ok inspect "active per token" "$MG" model inspect "$M"
 expect_ok inspect-arch "architecture:    llama" "$MG" model inspect "$M"
 expect_ok run-summary "generation 4 tokens" "$MG" run -m "$M" --tokens 1,2,3 -n 4 --temp 0

@@ -23,15 +23,17 @@ qwen3moe-tiny or file stems such as qwen3moe-tiny-q4_K):
      argmax of each engine row from 31 on must equal the reference's.
 
 Tolerances (by the least precise matrix type in the file):
-  f32 weights          1e-4   engine and reference differ only by f32 rounding
+  f32 weights          1e-4   engine and reference differ only by f32
+                              rounding (measured ~3e-7)
   f16, bf16 weights    1e-3   the weights are exact in f32; what remains is
-                              f32 accumulation, or f16 rounding of activations
-                              if the engine converts them (llama.cpp does):
-                              that costs ~2e-4 here (engine simulation,
-                              tests/reference/test_reference.py)
+                              f32 accumulation (~3e-7 with f32 activations),
+                              or f16 rounding of activations if an engine
+                              converts them as llama.cpp does (1.3e-4..1.6e-4
+                              in the engine simulation of test_reference.py)
   q8_0 ... q6_K        2e-2   the engine quantises activations to 8 bits
-                              before integer dot products; simulated cost
-                              ~1e-3..5e-3
+                              (q8_0 / q8_K blocks) before integer dot
+                              products: 4e-3..8e-3 on these fixtures, both
+                              simulated and measured on the engine
 
 Prints one line per model, e.g. "PASS qwen3moe-tiny-q4_K rel=1.2e-03
 tokens=16/16", then "reference: N passed, M failed"; exits 1 if any failed.
@@ -179,7 +181,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="engine vs float64 reference on the fixtures")
     ap.add_argument("--moegate", required=True, help="path of the moegate binary")
     ap.add_argument("--fixtures", required=True, help="directory of fixture .gguf files")
-    ap.add_argument("--only", nargs="+", help="families or file stems to check")
+    ap.add_argument("--only", nargs="+", action="extend",
+                    help="families or file stems to check (repeatable)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per engine run")
     ap.add_argument("--keep", help="keep the engine's logits dumps in this directory")
     ap.add_argument("-v", "--verbose", action="store_true", help="details on PASS lines too")

@@ -182,7 +182,6 @@ class RefModel:
         experts down(silu(gate(x)) * up(x)); Qwen2-MoE adds the shared
         expert scaled by sigmoid(x . w_gate_shexp)."""
         W, p = self.W, "blk.%d." % il
-        T = h.shape[0]
         k = self.n_expert_used
         logits = self.linear(h, p + "ffn_gate_inp.weight")  # [T, n_expert]
         probs = softmax(logits, axis=-1)

@@ -178,7 +178,7 @@ class EngineSim(rf.RefModel):
             # forget the llama permutation: treat the GGUF layout as HF's
             for il in range(self.n_layer):
                 p = "blk.%d." % il
-                for n, nh in (("attn_q.weight", self.n_head), ("attn_k.weight", self.n_head_kv)):
+                for n in ("attn_q.weight", "attn_k.weight"):
                     self.W32[p + n] = self.reader.tensors[p + n].to_numpy(np.float32)
 
     def linear(self, x, name, expert=None):
