@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -126,27 +127,73 @@ int pool_cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
-/* The i-th CPU in the process's affinity mask, or -1. */
-static int nth_allowed_cpu(int i)
+/* Reads a small integer from a sysfs file; -1 when unavailable. */
+static int read_sysfs_int(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int v = -1;
+    if (fscanf(f, "%d", &v) != 1)
+        v = -1;
+    fclose(f);
+    return v;
+}
+
+/* The CPUs threads are pinned to, in order: first one logical CPU of each
+ * physical core (package, core_id) in the affinity mask, then the remaining
+ * hyper-thread siblings. Returns the count; *n_phys gets the number of
+ * physical cores. Without sysfs topology every CPU counts as a core. */
+static int cpu_order(int *cpus, int cap, int *n_phys)
 {
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0)
-        return -1;
-    int n = CPU_COUNT(&set);
-    if (n <= 0)
-        return -1;
-    i %= n;
-    for (int c = 0; c < CPU_SETSIZE; c++) {
-        if (CPU_ISSET(c, &set) && i-- == 0)
-            return c;
+    int n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        *n_phys = 0;
+        return 0;
     }
-    return -1;
+    int key[CPU_SETSIZE], all[CPU_SETSIZE], n_all = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, &set))
+            continue;
+        char path[128];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", c);
+        int core = read_sysfs_int(path);
+        snprintf(path, sizeof path,
+                 "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", c);
+        int pkg = read_sysfs_int(path);
+        key[n_all] = core < 0 ? -1 - c : (pkg < 0 ? 0 : pkg) * 65536 + core;
+        all[n_all++] = c;
+    }
+    bool used[CPU_SETSIZE] = {false};
+    for (int i = 0; i < n_all && n < cap; i++) { /* first sibling of each core */
+        bool seen = false;
+        for (int j = 0; j < i; j++)
+            seen |= key[j] == key[i];
+        if (!seen) {
+            cpus[n++] = all[i];
+            used[i] = true;
+        }
+    }
+    *n_phys = n;
+    for (int i = 0; i < n_all && n < cap; i++)
+        if (!used[i])
+            cpus[n++] = all[i];
+    return n;
+}
+
+int pool_physical_cores(void)
+{
+    int cpus[CPU_SETSIZE];
+    int n_phys;
+    cpu_order(cpus, CPU_SETSIZE, &n_phys);
+    return n_phys > 0 ? n_phys : pool_cpu_count();
 }
 
 int pool_create(pool **out, int n_threads, bool pin, char *err, size_t errlen)
 {
     if (n_threads <= 0)
-        n_threads = pool_cpu_count();
+        n_threads = pool_physical_cores();
     if (n_threads > POOL_MAX_THREADS) {
         mg_err_set(err, errlen, "pool: %d threads requested, at most %d", n_threads,
                    POOL_MAX_THREADS);
@@ -162,11 +209,13 @@ int pool_create(pool **out, int n_threads, bool pin, char *err, size_t errlen)
         goto nomem;
     /* Pin only when there are enough CPUs for one thread each: two pinned
      * threads on one CPU would be worse than letting the kernel move them. */
-    bool do_pin = pin && n_threads <= pool_cpu_count();
+    int cpus[CPU_SETSIZE], n_phys;
+    int n_cpus = cpu_order(cpus, CPU_SETSIZE, &n_phys);
+    bool do_pin = pin && n_threads <= n_cpus;
     for (int i = 0; i < n_threads; i++) {
         p->workers[i].p = p;
         p->workers[i].ith = i;
-        p->workers[i].cpu = do_pin ? nth_allowed_cpu(i) : -1;
+        p->workers[i].cpu = do_pin ? cpus[i] : -1;
     }
     if (do_pin)
         pin_to(p->workers[0].cpu);

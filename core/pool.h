@@ -25,9 +25,10 @@ typedef struct pool pool;
 
 typedef void (*pool_fn)(void *ctx, int ith, int nth);
 
-/* n_threads <= 0 means one per available CPU. pin: bind thread i to the i-th
- * CPU of the process's affinity mask (the calling thread is pinned too, for
- * the pool's lifetime). */
+/* n_threads <= 0 means one per physical core of the process's affinity mask.
+ * pin: bind thread i to its own CPU — one logical CPU of each physical core
+ * first, hyper-thread siblings after (the calling thread is pinned too, for
+ * the pool's lifetime). No pinning when there are more threads than CPUs. */
 int pool_create(pool **out, int n_threads, bool pin, char *err, size_t errlen);
 void pool_free(pool *p); /* accepts NULL; joins the workers */
 int pool_size(const pool *p);
@@ -37,5 +38,7 @@ void pool_run(pool *p, pool_fn fn, void *ctx);
 
 /* Number of CPUs this process may run on (sched_getaffinity). */
 int pool_cpu_count(void);
+/* Number of physical cores among them (sysfs topology). */
+int pool_physical_cores(void);
 
 #endif
