@@ -127,13 +127,30 @@ check-asan: deps
 bench: all
 	@sh bench/run.sh $(BUILD)
 
+# libFuzzer targets (clang): every core/*.c is compiled with the sanitizers
+# and fuzzer coverage into build/fuzz/obj (SIMD files with their ISA flags, as
+# for the library) and archived, so a target links only what it uses.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fno-omit-frame-pointer \
+               -fsanitize=address,undefined -fsanitize=fuzzer-no-link
+FUZZ_OBJS := $(patsubst %.c,build/fuzz/obj/%.o,$(wildcard core/*.c))
+FUZZ_LIB  := build/fuzz/libmgcore.a
 fuzz: $(FUZZ_BINS)
-build/fuzz/%: tests/fuzz/%.c $(wildcard core/*.c core/*.h)
+$(filter-out %_avx2.o %_avx512.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(wildcard core/*.h)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
-	  -o $@ $< $(filter-out core/%_avx2.c core/%_avx512.c,$(wildcard core/*.c)) $(PKG_LIBS) -lm -pthread
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+$(filter %_avx2.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(AVX2_FLAGS) -c $< -o $@
+$(filter %_avx512.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(AVX512_FLAGS) -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	rm -f $@ && ar rcs $@ $^
+$(FUZZ_BINS): build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(wildcard tests/corrupt/*.c)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(PKG_LIBS) -lm -pthread
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

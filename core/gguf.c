@@ -67,13 +67,15 @@
 #include "errors.h"
 #include "tensor.h"
 
-#define MAX_KEY_LEN 65535u
+#define MAX_KEY_LEN  65535u
 #define MAX_NAME_LEN 256u
-#define MAX_NESTING 8
-#define MIN_KV_BYTES 14          /* u64 len, >= 1 key byte, u32 type, >= 1 value byte */
-#define MIN_TENSOR_INFO_BYTES 33 /* u64 len, >= 1 name byte, u32 n_dims, >= 1 u64 ne,
-                                    u32 type, u64 offset */
-#define SHOW_BUF 72              /* shown names: 64 bytes, "...", NUL */
+#define MAX_NESTING  8
+/* Smallest encodings: a key/value is a u64 length, >= 1 key byte, a u32
+ * type and >= 1 value byte; a tensor info a u64 length, >= 1 name byte, a
+ * u32 n_dims, >= 1 u64 ne, a u32 type and a u64 offset. */
+#define MIN_KV_BYTES          14
+#define MIN_TENSOR_INFO_BYTES 33
+#define SHOW_BUF              72 /* a name as shown: 64 bytes, "...", NUL */
 
 struct kv {
     const char *key; /* in the mapping, NOT NUL-terminated */
@@ -98,9 +100,9 @@ struct gguf {
     struct kv *kvs;        /* [n_kv], file order */
     struct kv **kv_sorted; /* [n_kv], by key bytes */
     int64_t n_tensors;
-    gguf_tensor *tensors;               /* [n_tensors], file order */
-    const gguf_tensor **tensor_sorted;  /* [n_tensors], by name */
-    char *names;                        /* arena of the NUL-terminated tensor names */
+    gguf_tensor *tensors;              /* [n_tensors], file order */
+    const gguf_tensor **tensor_sorted; /* [n_tensors], by name */
+    char *names;                       /* arena of the NUL-terminated tensor names */
 };
 
 /* ---- little-endian decoding and type table ------------------------------ */
@@ -135,8 +137,8 @@ static uint64_t le64(const unsigned char *p)
 }
 
 static const char *const type_names[GGUF_TYPE_COUNT] = {
-    "uint8", "int8",  "uint16", "int16",  "uint32", "int32",  "float32",
-    "bool",  "string", "array", "uint64", "int64",  "float64",
+    "uint8", "int8",   "uint16", "int16",  "uint32", "int32",   "float32",
+    "bool",  "string", "array",  "uint64", "int64",  "float64",
 };
 
 const char *gguf_type_name(enum gguf_type t)
@@ -149,13 +151,8 @@ const char *gguf_type_name(enum gguf_type t)
 /* Encoded size of a fixed-size scalar; 0 for string and array. */
 static size_t type_size(uint32_t t)
 {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
-    }
+    static const unsigned char size[GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return t < GGUF_TYPE_COUNT ? size[t] : 0;
 }
 
 /* Smallest encoding of one value of type t: a string is at least its u64
@@ -268,8 +265,7 @@ static void *grow(void *arr, size_t *cap, size_t need, size_t elem, uint64_t hin
 
 /* ---- metadata values ---------------------------------------------------- */
 
-static int parse_value(struct parser *ps, struct kv *kv, uint32_t type, int level,
-                       uint64_t idx);
+static int parse_value(struct parser *ps, struct kv *kv, uint32_t type, int level, uint64_t idx);
 
 /* What a value read is, for messages: the key's value itself (level 0) or
  * element idx of an array at nesting level `level`. */
@@ -318,8 +314,8 @@ static int parse_array(struct parser *ps, struct kv *kv, int level, uint64_t idx
         return fail(ps->err, ps->errlen, MG_EFORMAT,
                     "key '%s': array at offset %zu claims %llu elements of type %s, more than "
                     "the %zu bytes left in the file can hold",
-                    show(kb, kv->key, kv->key_len), at, (unsigned long long)n,
-                    type_names[et], remain(ps));
+                    show(kb, kv->key, kv->key_len), at, (unsigned long long)n, type_names[et],
+                    remain(ps));
     if (level == 1) {
         kv->elem_type = (enum gguf_type)et;
         kv->n = n;
@@ -368,8 +364,7 @@ static int parse_array(struct parser *ps, struct kv *kv, int level, uint64_t idx
 
 /* One value of `type` at the cursor; level is the number of arrays that
  * enclose it (0 for a key's own value). */
-static int parse_value(struct parser *ps, struct kv *kv, uint32_t type, int level,
-                       uint64_t idx)
+static int parse_value(struct parser *ps, struct kv *kv, uint32_t type, int level, uint64_t idx)
 {
     char kb[SHOW_BUF], what[300];
     size_t at = ps->pos;
@@ -432,8 +427,7 @@ static int parse_kvs(struct parser *ps, uint64_t n_kv)
         const char *key = (const char *)ps->base + ps->pos;
         if (memchr(key, 0, (size_t)len))
             return fail(ps->err, ps->errlen, MG_EFORMAT,
-                        "key #%llu at offset %zu contains a NUL byte", (unsigned long long)i,
-                        at);
+                        "key #%llu at offset %zu contains a NUL byte", (unsigned long long)i, at);
         ps->pos += (size_t)len;
 
         struct kv *kvs = grow(g->kvs, &cap, (size_t)i + 1, sizeof *kvs, n_kv);
@@ -453,8 +447,8 @@ static int parse_kvs(struct parser *ps, uint64_t n_kv)
             return truncated(ps, at, "the type of key '%s'", show(kb, key, len));
         if (type >= GGUF_TYPE_COUNT)
             return fail(ps->err, ps->errlen, MG_EFORMAT,
-                        "key '%s' at offset %zu has unknown value type %u", show(kb, key, len),
-                        at, type);
+                        "key '%s' at offset %zu has unknown value type %u", show(kb, key, len), at,
+                        type);
         kv->type = (enum gguf_type)type;
         kv->val = ps->pos;
         int rc = parse_value(ps, kv, type, 0, 0);
@@ -476,8 +470,8 @@ static int parse_kvs(struct parser *ps, uint64_t n_kv)
             size_t oa = (size_t)((const unsigned char *)a->key - ps->base) - 8;
             size_t ob = (size_t)((const unsigned char *)b->key - ps->base) - 8;
             return fail(ps->err, ps->errlen, MG_EFORMAT,
-                        "duplicate key '%s' (at offsets %zu and %zu)",
-                        show(kb, a->key, a->key_len), oa < ob ? oa : ob, oa < ob ? ob : oa);
+                        "duplicate key '%s' (at offsets %zu and %zu)", show(kb, a->key, a->key_len),
+                        oa < ob ? oa : ob, oa < ob ? ob : oa);
         }
     }
     return 0;
@@ -548,8 +542,8 @@ static int parse_tensor_info(struct parser *ps, uint64_t i, gguf_tensor *t, uint
     const char *name = (const char *)ps->base + ps->pos;
     if (memchr(name, 0, (size_t)len))
         return fail(ps->err, ps->errlen, MG_EFORMAT,
-                    "tensor #%llu at offset %zu: name contains a NUL byte",
-                    (unsigned long long)i, at);
+                    "tensor #%llu at offset %zu: name contains a NUL byte", (unsigned long long)i,
+                    at);
     ps->pos += (size_t)len;
     show(nb, name, len);
     t->name = name;
@@ -560,8 +554,8 @@ static int parse_tensor_info(struct parser *ps, uint64_t i, gguf_tensor *t, uint
         return truncated(ps, at, "n_dims of tensor '%s'", nb);
     if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS)
         return fail(ps->err, ps->errlen, MG_EFORMAT,
-                    "tensor '%s': n_dims %u at offset %zu is out of range 1..%d", nb, t->n_dims,
-                    at, GGUF_MAX_DIMS);
+                    "tensor '%s': n_dims %u at offset %zu is out of range 1..%d", nb, t->n_dims, at,
+                    GGUF_MAX_DIMS);
     int64_t nel = 1;
     for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) {
         t->ne[d] = 1;
@@ -686,10 +680,9 @@ static int place_tensors(struct parser *ps)
             rc = fail(ps->err, ps->errlen, MG_EFORMAT,
                       "tensors '%s' [offset %llu, %zu bytes] and '%s' [offset %llu, %zu bytes] "
                       "overlap",
-                      show(na, prev->name, strlen(prev->name)),
-                      (unsigned long long)prev->offset, prev->nbytes,
-                      show(nb, t->name, strlen(t->name)), (unsigned long long)t->offset,
-                      t->nbytes);
+                      show(na, prev->name, strlen(prev->name)), (unsigned long long)prev->offset,
+                      prev->nbytes, show(nb, t->name, strlen(t->name)),
+                      (unsigned long long)t->offset, t->nbytes);
         prev = t;
     }
     free(by_off);
@@ -757,8 +750,8 @@ static int parse_header(struct parser *ps, uint64_t *n_tensors, uint64_t *n_kv)
         return truncated(ps, 0, "the magic");
     if (memcmp(b, "GGUF", 4) != 0)
         return fail(ps->err, ps->errlen, MG_EFORMAT,
-                    "bad magic %02x %02x %02x %02x at offset 0 (not a GGUF file)", b[0], b[1],
-                    b[2], b[3]);
+                    "bad magic %02x %02x %02x %02x at offset 0 (not a GGUF file)", b[0], b[1], b[2],
+                    b[3]);
     ps->pos = 4;
     uint32_t v;
     if (!rd_u32(ps, &v))
@@ -957,20 +950,31 @@ struct intval {
 static bool kv_int(const gguf *g, const struct kv *kv, struct intval *v)
 {
     const unsigned char *p = g->base + kv->val;
-    v->is_signed = false;
+    size_t w = type_size(kv->type);
     switch (kv->type) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_BOOL: v->u = p[0]; return true;
-    case GGUF_TYPE_UINT16: v->u = le16(p); return true;
-    case GGUF_TYPE_UINT32: v->u = le32(p); return true;
-    case GGUF_TYPE_UINT64: v->u = le64(p); return true;
-    default: break;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_BOOL:
+    case GGUF_TYPE_UINT16:
+    case GGUF_TYPE_UINT32:
+    case GGUF_TYPE_UINT64:
+        v->is_signed = false;
+        v->u = w == 1 ? p[0] : w == 2 ? le16(p) : w == 4 ? le32(p) : le64(p);
+        return true;
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_INT16:
+    case GGUF_TYPE_INT32: {
+        /* sign-extend the w-byte two's complement value, in exact arithmetic */
+        uint64_t u = w == 1 ? p[0] : w == 2 ? le16(p) : le32(p), m = 1ull << (8 * w - 1);
+        v->is_signed = true;
+        v->s = (int64_t)(u ^ m) - (int64_t)m;
+        return true;
     }
-    v->is_signed = true;
-    switch (kv->type) {
-    case GGUF_TYPE_INT8: { int8_t x; memcpy(&x, p, 1); v->s = x; return true; }
-    case GGUF_TYPE_INT16: { uint16_t b = le16(p); int16_t x; memcpy(&x, &b, 2); v->s = x; return true; }
-    case GGUF_TYPE_INT32: { uint32_t b = le32(p); int32_t x; memcpy(&x, &b, 4); v->s = x; return true; }
-    case GGUF_TYPE_INT64: { uint64_t b = le64(p); memcpy(&v->s, &b, 8); return true; }
+    case GGUF_TYPE_INT64: {
+        uint64_t u = le64(p);
+        v->is_signed = true;
+        memcpy(&v->s, &u, 8);
+        return true;
+    }
     default: return false;
     }
 }

@@ -52,7 +52,7 @@ enum gguf_type {
     GGUF_TYPE_COUNT
 };
 
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS          4
 #define GGUF_DEFAULT_ALIGNMENT 32
 
 /* A string inside the mapped file: NOT NUL-terminated. */

@@ -30,8 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         }
         gguf_close(g);
-    } else if (g || (rc != MG_EFORMAT && rc != MG_EUNSUPPORTED) ||
-               strncmp(err, "gguf: ", 6) != 0) {
+    } else if (g || (rc != MG_EFORMAT && rc != MG_EUNSUPPORTED) || strncmp(err, "gguf: ", 6) != 0) {
         fprintf(stderr, "fuzz_gguf: open gave %s \"%s\"\n", mg_err_name(rc), err);
         __builtin_trap();
     }

@@ -56,10 +56,22 @@ static void wb_le(struct wbuf *b, uint64_t v, int bytes)
     wb_put(b, t, (size_t)bytes);
 }
 
-static void wb_u8(struct wbuf *b, uint8_t v) { wb_le(b, v, 1); }
-static void wb_u16(struct wbuf *b, uint16_t v) { wb_le(b, v, 2); }
-static void wb_u32(struct wbuf *b, uint32_t v) { wb_le(b, v, 4); }
-static void wb_u64(struct wbuf *b, uint64_t v) { wb_le(b, v, 8); }
+static void wb_u8(struct wbuf *b, uint8_t v)
+{
+    wb_le(b, v, 1);
+}
+static void wb_u16(struct wbuf *b, uint16_t v)
+{
+    wb_le(b, v, 2);
+}
+static void wb_u32(struct wbuf *b, uint32_t v)
+{
+    wb_le(b, v, 4);
+}
+static void wb_u64(struct wbuf *b, uint64_t v)
+{
+    wb_le(b, v, 8);
+}
 
 static void wb_f32(struct wbuf *b, float f)
 {
@@ -81,7 +93,7 @@ static void wb_str(struct wbuf *b, const char *s)
     wb_put(b, s, strlen(s));
 }
 
-#define GW_AUTO UINT64_MAX
+#define GW_AUTO        UINT64_MAX
 #define GW_MAX_TENSORS 16
 
 struct gw_tensor {
@@ -118,8 +130,14 @@ static struct wbuf *gw_key(struct gw *w, const char *key, uint32_t type)
     return &w->kv;
 }
 
-static void gw_kv_u32(struct gw *w, const char *key, uint32_t v) { wb_u32(gw_key(w, key, GGUF_TYPE_UINT32), v); }
-static void gw_kv_str(struct gw *w, const char *key, const char *v) { wb_str(gw_key(w, key, GGUF_TYPE_STRING), v); }
+static void gw_kv_u32(struct gw *w, const char *key, uint32_t v)
+{
+    wb_u32(gw_key(w, key, GGUF_TYPE_UINT32), v);
+}
+static void gw_kv_str(struct gw *w, const char *key, const char *v)
+{
+    wb_str(gw_key(w, key, GGUF_TYPE_STRING), v);
+}
 
 static struct gw_tensor *gw_tensor(struct gw *w, const char *name, uint32_t type, uint32_t n_dims,
                                    uint64_t ne0, uint64_t ne1, uint64_t ne2, uint64_t ne3)
@@ -397,7 +415,8 @@ static void check_rich(const gguf *g, const unsigned char *buf, size_t len, cons
     assert_int_equal(gguf_get_arr(g, "a.i16", &et, &u, &raw), 0);
     int16_t i16[2];
     memcpy(i16, raw, sizeof i16);
-    assert_int_equal(et, GGUF_TYPE_INT16), assert_int_equal(i16[0], -7), assert_int_equal(i16[1], 9);
+    assert_int_equal(et, GGUF_TYPE_INT16);
+    assert_int_equal(i16[0], -7), assert_int_equal(i16[1], 9);
     assert_int_equal(gguf_get_arr(g, "a.f32", &et, &u, &raw), 0);
     float f32[2];
     memcpy(f32, raw, sizeof f32);
@@ -729,8 +748,10 @@ static void test_truncation_messages(void **state)
     expect_fail(buf, 55, MG_EFORMAT,
                 "truncated at offset 53 reading the value of key 'llama.block_count'");
     expect_fail(buf, 50, MG_EFORMAT, "truncated at offset 49 reading the type of key");
-    expect_fail(buf, 40, MG_EFORMAT, "truncated at offset 32 reading the name of key #0 (17 bytes)");
-    expect_fail(buf, 28, MG_EFORMAT, "key/value count 1 at offset 16 is more than the 4 bytes left");
+    expect_fail(buf, 40, MG_EFORMAT,
+                "truncated at offset 32 reading the name of key #0 (17 bytes)");
+    expect_fail(buf, 28, MG_EFORMAT,
+                "key/value count 1 at offset 16 is more than the 4 bytes left");
     expect_fail(buf, 20, MG_EFORMAT, "truncated at offset 16 reading the key/value count");
     free(buf);
 }
@@ -771,8 +792,7 @@ static void test_huge_counts(void **state)
     buf = gw_build(&w, &len);
     for (int i = 0; i < 4; i++) {
         put_u64_at(buf + len - 16, bad[i]);
-        expect_fail(buf, len, MG_EFORMAT,
-                    "key 'tokenizer.ggml.scores': array at offset 57 claims");
+        expect_fail(buf, len, MG_EFORMAT, "key 'tokenizer.ggml.scores': array at offset 57 claims");
     }
     free(buf);
 
@@ -868,8 +888,8 @@ static void test_bad_alignment(void **state)
         gw_kv_u32(&w, "general.alignment", bad[i]);
         unsigned char *buf = gw_build(&w, &len);
         char want[128];
-        snprintf(want, sizeof want, "general.alignment = %u at offset 53 is not a nonzero power of two",
-                 bad[i]);
+        snprintf(want, sizeof want,
+                 "general.alignment = %u at offset 53 is not a nonzero power of two", bad[i]);
         expect_fail(buf, len, MG_EFORMAT, want);
         free(buf);
     }
@@ -878,7 +898,8 @@ static void test_bad_alignment(void **state)
     gw_init(&w);
     wb_u64(gw_key(&w, "general.alignment", GGUF_TYPE_UINT64), 32);
     unsigned char *buf = gw_build(&w, &len);
-    expect_fail(buf, len, MG_EFORMAT, "general.alignment at offset 53 has type uint64, expected uint32");
+    expect_fail(buf, len, MG_EFORMAT,
+                "general.alignment at offset 53 has type uint64, expected uint32");
     free(buf);
     gw_init(&w);
     gw_kv_str(&w, "general.alignment", "32");
@@ -908,8 +929,9 @@ static void test_tensor_layout_errors(void **state)
     gw_tensor(&w, "a", TENSOR_F32, 1, 8, 0, 0, 0);
     gw_tensor(&w, "blk.0.attn_q.weight", TENSOR_F32, 1, 8, 0, 0, 0)->offset = 48;
     buf = gw_build(&w, &len);
-    expect_fail(buf, len, MG_EFORMAT,
-                "tensor 'blk.0.attn_q.weight': data offset 48 is not a multiple of the alignment 32");
+    expect_fail(
+        buf, len, MG_EFORMAT,
+        "tensor 'blk.0.attn_q.weight': data offset 48 is not a multiple of the alignment 32");
     free(buf);
 
     /* past EOF: the valid file minus its last byte, and a huge offset */
@@ -967,7 +989,8 @@ static void test_tensor_shape_errors(void **state)
     gw_init(&w);
     gw_tensor(&w, "q", TENSOR_Q8_0, 2, 48, 2, 0, 0);
     buf = gw_build(&w, &len);
-    expect_fail(buf, len, MG_EFORMAT, "tensor 'q': ne[0] = 48 is not a multiple of the q8_0 block size 32");
+    expect_fail(buf, len, MG_EFORMAT,
+                "tensor 'q': ne[0] = 48 is not a multiple of the q8_0 block size 32");
     free(buf);
     gw_init(&w);
     gw_tensor(&w, "k", TENSOR_Q4_K, 1, 128, 0, 0, 0);
@@ -1009,7 +1032,8 @@ static void test_tensor_shape_errors(void **state)
     name[257] = 0;
     gw_tensor(&w, name, TENSOR_F32, 1, 4, 0, 0, 0);
     buf = gw_build(&w, &len);
-    expect_fail(buf, len, MG_EFORMAT, "tensor #0 at offset 24 has name length 257 (must be 1..256)");
+    expect_fail(buf, len, MG_EFORMAT,
+                "tensor #0 at offset 24 has name length 257 (must be 1..256)");
     free(buf);
     gw_init(&w);
     name[256] = 0;
