@@ -42,6 +42,16 @@ if [ "$QUICK" = "--quick" ]; then
 else
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX"
     suite cli sh tests/cli/test_cli.sh "$BUILD/moegate" "$FIX"
+    # libFuzzer targets (built by `make fuzz`), a short seeded run each,
+    # starting from the corruption test's seed file.
+    for f in build/fuzz/fuzz_*; do
+        [ -x "$f" ] || continue
+        corpus=$(mktemp -d)
+        "$BUILD/tests/gguf_corrupt" -o "$corpus/seed.gguf" >/dev/null
+        suite "$(basename "$f")" "$f" -max_total_time="${FUZZ_SECONDS:-20}" -seed=1 \
+            -print_final_stats=1 "$corpus"
+        rm -rf "$corpus"
+    done
 fi
 
 echo "tests: $pass passed, $fail failed"
