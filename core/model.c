@@ -165,24 +165,36 @@ static void *own_alloc(model *m, size_t bytes)
 
 /* ---- tensor binding ------------------------------------------------------ */
 
-static int bind_wmat(model *m, wmat *w, const char *name, int64_t n_in, int64_t n_out,
-                     int64_t n_mat, bool required, char *err, size_t errlen)
+/* Finds name and checks that our kernels can compute its type. *t is NULL
+ * (and MG_OK returned) when the tensor is optional and absent. */
+static int find_computable(model *m, const gguf_tensor **t, const char *name, bool required,
+                           char *err, size_t errlen)
 {
-    memset(w, 0, sizeof *w);
-    const gguf_tensor *t = gguf_tensor_find(m->g, name);
-    if (!t) {
+    *t = gguf_tensor_find(m->g, name);
+    if (!*t) {
         if (!required)
             return MG_OK;
         mg_err_set(err, errlen, "model: tensor '%s' is missing", name);
         return MG_ENOTFOUND;
     }
-    const tensor_type_info *ti = tensor_type_get(t->type);
+    const tensor_type_info *ti = tensor_type_get((*t)->type);
     if (!ti || !ti->computable) {
         mg_err_set(err, errlen, "model: tensor '%s' has type %s, which moegate cannot compute "
                    "(supported: f32 f16 bf16 q8_0 q4_0 q4_K q5_K q6_K)", name,
                    ti ? ti->name : "unknown");
         return MG_EUNSUPPORTED;
     }
+    return MG_OK;
+}
+
+static int bind_wmat(model *m, wmat *w, const char *name, int64_t n_in, int64_t n_out,
+                     int64_t n_mat, bool required, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof *w);
+    const gguf_tensor *t;
+    int rc = find_computable(m, &t, name, required, err, errlen);
+    if (rc || !t)
+        return rc;
     int64_t want[3] = {n_in, n_out, n_mat};
     int want_dims = n_mat > 1 ? 3 : 2;
     bool ok = true;
@@ -247,19 +259,10 @@ static int bind_vec(model *m, float **out, const char *name, int64_t n, bool req
                     size_t errlen)
 {
     *out = NULL;
-    const gguf_tensor *t = gguf_tensor_find(m->g, name);
-    if (!t) {
-        if (!required)
-            return MG_OK;
-        mg_err_set(err, errlen, "model: tensor '%s' is missing", name);
-        return MG_ENOTFOUND;
-    }
-    const tensor_type_info *ti = tensor_type_get(t->type);
-    if (!ti || !ti->computable) {
-        mg_err_set(err, errlen, "model: tensor '%s' has type %s, which moegate cannot compute",
-                   name, ti ? ti->name : "unknown");
-        return MG_EUNSUPPORTED;
-    }
+    const gguf_tensor *t;
+    int rc = find_computable(m, &t, name, required, err, errlen);
+    if (rc || !t)
+        return rc;
     if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
         mg_err_set(err, errlen, "model: tensor '%s' has shape [%lld, %lld], expected [%lld]",
                    name, (long long)t->ne[0], (long long)t->ne[1], (long long)n);
