@@ -27,15 +27,20 @@ static const char *fixture(const char *name)
     return path_buf;
 }
 
-static model *open_model(const char *name, int threads)
+static model *open_model_isa(const char *name, int threads, const char *isa)
 {
     model *m = NULL;
     char err[512] = "";
-    model_opts o = {.n_threads = threads, .n_batch = 16};
+    model_opts o = {.n_threads = threads, .n_batch = 16, .isa = isa};
     int rc = model_open(&m, fixture(name), &o, err, sizeof err);
     if (rc)
         fail_msg("model_open(%s): %s", name, err);
     return m;
+}
+
+static model *open_model(const char *name, int threads)
+{
+    return open_model_isa(name, threads, NULL);
 }
 
 /* max |a-b| / max |b| over n values */
@@ -69,9 +74,33 @@ static float *run_alone(model *m, const int32_t *tokens, int n, int seq)
 static const int32_t A[12] = {1, 415, 2936, 9060, 285, 10575, 754, 272, 17898, 3914, 28723, 13};
 static const int32_t B[7] = {1, 22557, 28725, 1526, 28808, 315, 837};
 
-static void check_mixed_batch(const char *name)
+static int argmax(const float *v, size_t n)
 {
-    model *m = open_model(name, 0);
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return (int)b;
+}
+
+/* tol: allowed max|diff|/max|ref| between a row computed in a batch and the
+ * same row computed alone. Tiling a batch changes the summation order of
+ * the AVX-512 kernels; with 8-bit activations a last-bit change can flip one
+ * rounding of the next layer's input, so quantised models there get the
+ * reference tolerance (and the same argmax); the scalar and AVX2 kernels
+ * sum in the same order for any batch and must agree bit for bit (tol 0). */
+static void check_rows(const char *name, const char *what, int i, const float *got,
+                       const float *want, size_t nv, double tol)
+{
+    double d = rel_diff(got, want, nv);
+    if (d > tol || argmax(got, nv) != argmax(want, nv))
+        fail_msg("%s: %s %d differs from the lone run: %.3g (tolerance %.3g), argmax %d vs %d",
+                 name, what, i, d, tol, argmax(got, nv), argmax(want, nv));
+}
+
+static void check_mixed_batch(const char *name, const char *isa, double tol)
+{
+    model *m = open_model_isa(name, 0, isa);
     const model_info *I = model_get_info(m);
     size_t nv = (size_t)I->n_vocab;
     float *la = run_alone(m, A, 12, 0), *lb = run_alone(m, B, 7, 2);
@@ -95,10 +124,7 @@ static void check_mixed_batch(const char *name)
     assert_int_equal(model_forward(m, kv, &b, lm, err, sizeof err), 0);
     for (int i = 0; i < 19; i++) {
         const float *want = seq[i] == 0 ? la + (size_t)pos[i] * nv : lb + (size_t)pos[i] * nv;
-        double d = rel_diff(lm + (size_t)i * nv, want, nv);
-        if (d > 1e-5)
-            fail_msg("%s: batch row %d (seq %d pos %d) differs from the lone run: %.3g", name, i,
-                     seq[i], pos[i], d);
+        check_rows(name, "batch row", i, lm + (size_t)i * nv, want, nv, tol);
     }
 
     /* token by token, continuing A in slot 1 */
@@ -106,9 +132,7 @@ static void check_mixed_batch(const char *name)
         int32_t p = i, s = 1;
         model_batch g = {1, &A[i], &p, &s, NULL};
         assert_int_equal(model_forward(m, kv, &g, lm, err, sizeof err), 0);
-        double d = rel_diff(lm, la + (size_t)i * nv, nv);
-        if (d > 1e-5)
-            fail_msg("%s: incremental position %d differs from the batch: %.3g", name, i, d);
+        check_rows(name, "incremental position", i, lm, la + (size_t)i * nv, nv, tol);
     }
     /* want_logits selects rows, in batch order */
     uint8_t want[12] = {0};
@@ -118,8 +142,8 @@ static void check_mixed_batch(const char *name)
         pos12[i] = i, seq12[i] = 0;
     model_batch w = {12, A, pos12, seq12, want};
     assert_int_equal(model_forward(m, kv, &w, lm, err, sizeof err), 0);
-    assert_true(rel_diff(lm, la + 3 * nv, nv) <= 1e-5);
-    assert_true(rel_diff(lm + nv, la + 11 * nv, nv) <= 1e-5);
+    check_rows(name, "selected row", 3, lm, la + 3 * nv, nv, tol);
+    check_rows(name, "selected row", 11, lm + nv, la + 11 * nv, nv, tol);
     free(lm);
     free(la);
     free(lb);
@@ -130,19 +154,22 @@ static void check_mixed_batch(const char *name)
 static void test_mixed_batch_f32(void **st)
 {
     (void)st;
-    check_mixed_batch("mixtral-tiny-f32.gguf");
+    check_mixed_batch("mixtral-tiny-f32.gguf", NULL, 1e-5);
 }
 
-static void test_mixed_batch_q4k(void **st)
+static void test_mixed_batch_q4k_exact(void **st)
 {
     (void)st;
-    check_mixed_batch("qwen3moe-tiny-q4_K.gguf");
+    check_mixed_batch("qwen3moe-tiny-q4_K.gguf", "avx2", 0);
+    check_mixed_batch("qwen2moe-tiny-q8_0.gguf", "scalar", 0);
 }
 
-static void test_mixed_batch_qwen2(void **st)
+static void test_mixed_batch_quantised(void **st)
 {
     (void)st;
-    check_mixed_batch("qwen2moe-tiny-q8_0.gguf");
+    check_mixed_batch("qwen3moe-tiny-q4_K.gguf", NULL, 2e-2);
+    check_mixed_batch("qwen2moe-tiny-q8_0.gguf", NULL, 2e-2);
+    check_mixed_batch("mixtral-tiny-q6_K.gguf", NULL, 2e-2);
 }
 
 static void test_threads_equal(void **st)
@@ -206,8 +233,8 @@ static void test_open_errors(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mixed_batch_f32), cmocka_unit_test(test_mixed_batch_q4k),
-        cmocka_unit_test(test_mixed_batch_qwen2), cmocka_unit_test(test_threads_equal),
+        cmocka_unit_test(test_mixed_batch_f32), cmocka_unit_test(test_mixed_batch_q4k_exact),
+        cmocka_unit_test(test_mixed_batch_quantised), cmocka_unit_test(test_threads_equal),
         cmocka_unit_test(test_bad_batches),     cmocka_unit_test(test_open_errors),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
