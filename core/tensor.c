@@ -164,8 +164,8 @@ static void quant_q8_0(void *dst, const float *x, int64_t n)
         const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         b->d = tensor_f32_to_f16(d);
         for (int j = 0; j < QK; j++)
-            b->qs[j] = (int8_t)clampi((int)round_even(fminf(fmaxf(x[j] * id, -127), 127)), -127,
-                                      127);
+            b->qs[j] =
+                (int8_t)clampi((int)round_even(fminf(fmaxf(x[j] * id, -127), 127)), -127, 127);
     }
 }
 
@@ -555,10 +555,10 @@ static float dot_q5_K(const void *wrow, const uint8_t *xrow, int64_t k)
         uint8_t q[QKK];
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++) {
-                q[64 * c + l] = (uint8_t)((b->qs[32 * c + l] & 0xF) |
-                                          ((b->qh[l] >> (2 * c)) & 1) << 4);
-                q[64 * c + 32 + l] = (uint8_t)((b->qs[32 * c + l] >> 4) |
-                                               ((b->qh[l] >> (2 * c + 1)) & 1) << 4);
+                q[64 * c + l] =
+                    (uint8_t)((b->qs[32 * c + l] & 0xF) | ((b->qh[l] >> (2 * c)) & 1) << 4);
+                q[64 * c + 32 + l] =
+                    (uint8_t)((b->qs[32 * c + l] >> 4) | ((b->qh[l] >> (2 * c + 1)) & 1) << 4);
             }
         acc += kq_group(b->scales, b->d, b->dmin, q, xrow, k, s);
     }
@@ -725,10 +725,10 @@ const tensor_kernels *tensor_kernels_best(void)
     enum tensor_isa isa = cpu_isa();
     const char *cap = getenv("MOEGATE_ISA");
     if (cap) {
-        enum tensor_isa want = strcmp(cap, "scalar") == 0 ? TENSOR_ISA_SCALAR
-                               : strcmp(cap, "avx2") == 0 ? TENSOR_ISA_AVX2
+        enum tensor_isa want = strcmp(cap, "scalar") == 0   ? TENSOR_ISA_SCALAR
+                               : strcmp(cap, "avx2") == 0   ? TENSOR_ISA_AVX2
                                : strcmp(cap, "avx512") == 0 ? TENSOR_ISA_AVX512
-                                                             : TENSOR_ISA_COUNT;
+                                                            : TENSOR_ISA_COUNT;
         if (want < isa)
             isa = want;
     }

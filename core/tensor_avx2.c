@@ -6,8 +6,9 @@
  *   - for generation (nt = 1) each weight row is streamed once, in order:
  *     bandwidth-bound, a single sequential stream per row;
  *   - for batches the unpacking cost is shared by four tokens.
- * The AVX-512 table reuses these functions for few tokens (see
- * tensor_avx512.c), where 256-bit code already outruns memory.
+ * Every inner loop is fully unrolled (#pragma GCC unroll) so that the small
+ * per-token arrays live in registers, and weights are prefetched in software
+ * (see PF_DIST).
  *
  * Integer products use vpmaddubsw (u8 x s8 -> pairs summed in s16, which
  * saturates) then vpmaddwd (-> s32). Operand ranges keep the s16 pairs exact:
@@ -26,6 +27,22 @@
 #include "tensor_internal.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* Software prefetch distance in bytes of weights. On these VMs a
+ * compute-dense streaming loop keeps too few cache misses in flight for the
+ * hardware prefetchers to reach full bandwidth; prefetching ahead lifted
+ * Q4_0 generation from 2.7 to 8 GB/s, and 8 KiB measured best of 1-16 KiB
+ * (bench/bench_kernels.c). */
+#ifndef PF_DIST
+#define PF_DIST 8192
+#endif
+
+/* Prefetch the n bytes at p + PF_DIST (n <= 256). */
+static ALWAYS_INLINE void prefetch_ahead(const void *p, int n)
+{
+    for (int o = 0; o < n; o += 64)
+        _mm_prefetch((const char *)p + PF_DIST + o, _MM_HINT_T0);
+}
 
 static ALWAYS_INLINE float hsum8(__m256 v)
 {
@@ -75,13 +92,16 @@ static ALWAYS_INLINE void float_tile(enum wkind kind, int T, float *y, int64_t l
 {
     __m256 acc[4][2];
     const float *x[4];
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++) {
         acc[t][0] = acc[t][1] = _mm256_setzero_ps();
         x[t] = (const float *)(xa + (size_t)t * xs);
     }
     int64_t i = 0;
     for (; i + 16 <= k; i += 16) {
+        prefetch_ahead(w + (kind == W_F32 ? 4 : 2) * i, 1);
         __m256 w0 = wload8(kind, w, i), w1 = wload8(kind, w, i + 8);
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
             acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc[t][0]);
             acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[t] + i + 8), acc[t][1]);
@@ -89,9 +109,11 @@ static ALWAYS_INLINE void float_tile(enum wkind kind, int T, float *y, int64_t l
     }
     for (; i + 8 <= k; i += 8) {
         __m256 w0 = wload8(kind, w, i);
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++)
             acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc[t][0]);
     }
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++) {
         float s = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
         for (int64_t j = i; j < k; j++)
@@ -119,19 +141,19 @@ static ALWAYS_INLINE void gemm_float(enum wkind kind, float *y, int64_t ldy, con
     }
 }
 
-void tensor_gemm_f32_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_f32_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                           const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_float(W_F32, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
-void tensor_gemm_f16_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_f16_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                           const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_float(W_F16, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
-void tensor_gemm_bf16_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_bf16_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                            const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_float(W_BF16, y, ldy, w, ws, nr, xa, xs, nt, k);
@@ -152,11 +174,14 @@ static ALWAYS_INLINE void q8_0_tile(int T, float *y, int64_t ldy, const uint8_t 
     const blk_q8_0 *b = (const blk_q8_0 *)w;
     const int64_t nb = k / QK;
     __m256 acc[4][2];
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++)
         acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ib++) {
+        prefetch_ahead(b + ib, 1);
         const __m256i wq = loadu256(b[ib].qs), aw = _mm256_abs_epi8(wq);
         const float dw = f16(b[ib].d);
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
             const uint8_t *x = xa + (size_t)t * xs;
             __m256i p = dot32_q8(aw, wq, loadu256(x + ib * QK));
@@ -164,6 +189,7 @@ static ALWAYS_INLINE void q8_0_tile(int T, float *y, int64_t ldy, const uint8_t 
             acc[t][ib & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[t][ib & 1]);
         }
     }
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++)
         y[t * ldy] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
 }
@@ -175,24 +201,28 @@ static ALWAYS_INLINE void q4_0_tile(int T, float *y, int64_t ldy, const uint8_t 
     const int64_t nb = k / QK;
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 acc[4][2];
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++)
         acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ib++) {
+        if ((ib & 3) == 0)
+            prefetch_ahead(b + ib, 1);
         const __m128i v = _mm_loadu_si128((const __m128i *)b[ib].qs);
-        const __m256i q = _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4); /* codes 0..15 in element order */
+        const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v),
+                                           m4); /* codes 0..15 in element order */
         const float dw = f16(b[ib].d);
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
             const uint8_t *x = xa + (size_t)t * xs;
             __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, loadu256(x + ib * QK)), ones);
             /* -8*sum(x) once, in lane 0: sum_i (q_i - 8) x_i */
-            p = _mm256_add_epi32(
-                p, _mm256_setr_epi32(ld_i32(x + act_off_aux(ACT_Q8B, k) + 4 * ib), 0, 0, 0, 0, 0,
-                                     0, 0));
+            p = _mm256_add_epi32(p, _mm256_setr_epi32(ld_i32(x + act_off_aux(ACT_Q8B, k) + 4 * ib),
+                                                      0, 0, 0, 0, 0, 0, 0));
             __m256 s = _mm256_set1_ps(dw * ld_f32(x + act_off_d(k) + 4 * ib));
             acc[t][ib & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[t][ib & 1]);
         }
     }
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++)
         y[t * ldy] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
 }
@@ -202,10 +232,10 @@ static ALWAYS_INLINE void q4_0_tile(int T, float *y, int64_t ldy, const uint8_t 
 /* A super-block unpacked for four tokens: codes in element order, 32 per
  * vector, and what the scales become. */
 typedef struct kq_unpacked {
-    __m256i q[8];     /* elements 32m .. 32m+31, unsigned codes */
-    __m256i sc16[8];  /* s16 multiplier per maddubs lane of q[m] */
-    __m256 mins;      /* Q4_K/Q5_K: m[j] as floats; Q6_K: unused */
-    __m256i sc_all;   /* Q6_K: the 16 scales as s16 (for the -32 correction) */
+    __m256i q[8];    /* elements 32m .. 32m+31, unsigned codes */
+    __m256i sc16[8]; /* s16 multiplier per maddubs lane of q[m] */
+    __m256 mins;     /* Q4_K/Q5_K: m[j] as floats; Q6_K: unused */
+    __m256i sc_all;  /* Q6_K: the 16 scales as s16 (for the -32 correction) */
     float d, dmin;
 } kq_unpacked;
 
@@ -213,6 +243,7 @@ static ALWAYS_INLINE void kq_scales_k4(kq_unpacked *u, const uint8_t *scales)
 {
     uint32_t wd[4];
     kq_scale_min_words(scales, wd);
+#pragma GCC unroll 16
     for (int j = 0; j < 8; j++)
         u->sc16[j] = _mm256_set1_epi16((short)((wd[j < 4 ? 0 : 2] >> (8 * (j & 3))) & 0xFF));
     u->mins = _mm256_cvtepi32_ps(
@@ -222,6 +253,7 @@ static ALWAYS_INLINE void kq_scales_k4(kq_unpacked *u, const uint8_t *scales)
 static ALWAYS_INLINE void unpack_q4_K(kq_unpacked *u, const blk_q4_K *b)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 16
     for (int c = 0; c < 4; c++) {
         __m256i v = loadu256(b->qs + 32 * c);
         u->q[2 * c] = _mm256_and_si256(v, m4);
@@ -236,6 +268,7 @@ static ALWAYS_INLINE void unpack_q5_K(kq_unpacked *u, const blk_q5_K *b)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     const __m256i qh = loadu256(b->qh);
+#pragma GCC unroll 16
     for (int c = 0; c < 4; c++) {
         __m256i v = loadu256(b->qs + 32 * c);
         __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
@@ -252,6 +285,7 @@ static ALWAYS_INLINE void unpack_q5_K(kq_unpacked *u, const blk_q5_K *b)
 static ALWAYS_INLINE void unpack_q6_K(kq_unpacked *u, const blk_q6_K *b)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 16
     for (int h = 0; h < 2; h++) {
         __m256i L0 = loadu256(b->ql + 64 * h), L1 = loadu256(b->ql + 64 * h + 32);
         __m256i H = loadu256(b->qh + 32 * h);
@@ -268,9 +302,10 @@ static ALWAYS_INLINE void unpack_q6_K(kq_unpacked *u, const blk_q6_K *b)
     u->sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
     const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2,
                                           3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+#pragma GCC unroll 16
     for (int m = 0; m < 8; m++)
-        u->sc16[m] = _mm256_shuffle_epi8(
-            _mm256_permutevar8x32_epi32(u->sc_all, _mm256_set1_epi32(m)), pick);
+        u->sc16[m] =
+            _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(u->sc_all, _mm256_set1_epi32(m)), pick);
     u->d = f16(b->d);
 }
 
@@ -278,6 +313,7 @@ static ALWAYS_INLINE void unpack_q6_K(kq_unpacked *u, const blk_q6_K *b)
 static ALWAYS_INLINE __m256i kq_isum(const kq_unpacked *u, const uint8_t *x)
 {
     __m256i s = _mm256_setzero_si256();
+#pragma GCC unroll 16
     for (int m = 0; m < 8; m++)
         s = _mm256_add_epi32(
             s, _mm256_madd_epi16(_mm256_maddubs_epi16(u->q[m], loadu256(x + 32 * m)), u->sc16[m]));
@@ -291,15 +327,22 @@ static ALWAYS_INLINE void kq_tile(enum kkind kind, int T, float *y, int64_t ldy,
 {
     const int64_t ns = k / QKK;
     __m256 acc[4], accm[4];
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++)
         acc[t] = accm[t] = _mm256_setzero_ps();
     for (int64_t s = 0; s < ns; s++) {
         kq_unpacked u;
         switch (kind) {
+        case K_Q4: prefetch_ahead((const blk_q4_K *)w + s, (int)sizeof(blk_q4_K)); break;
+        case K_Q5: prefetch_ahead((const blk_q5_K *)w + s, (int)sizeof(blk_q5_K)); break;
+        default: prefetch_ahead((const blk_q6_K *)w + s, (int)sizeof(blk_q6_K)); break;
+        }
+        switch (kind) {
         case K_Q4: unpack_q4_K(&u, (const blk_q4_K *)w + s); break;
         case K_Q5: unpack_q5_K(&u, (const blk_q5_K *)w + s); break;
         default: unpack_q6_K(&u, (const blk_q6_K *)w + s); break;
         }
+#pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
             const uint8_t *x = xa + (size_t)t * xs;
             const float dx = ld_f32(x + act_off_d(k) + 4 * s);
@@ -310,13 +353,15 @@ static ALWAYS_INLINE void kq_tile(enum kkind kind, int T, float *y, int64_t ldy,
                     u.sc_all, loadu256(x + act_off_aux(ACT_Q8K16, k) + 2 * 16 * s));
                 is = _mm256_sub_epi32(is, _mm256_slli_epi32(cs, 5));
             } else {
-                __m256 s32 = _mm256_loadu_ps((const float *)(x + act_off_aux(ACT_Q8K32, k)) + 8 * s);
+                __m256 s32 =
+                    _mm256_loadu_ps((const float *)(x + act_off_aux(ACT_Q8K32, k)) + 8 * s);
                 accm[t] = _mm256_fmadd_ps(_mm256_mul_ps(u.mins, s32), _mm256_set1_ps(u.dmin * dx),
                                           accm[t]);
             }
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(u.d * dx), acc[t]);
         }
     }
+#pragma GCC unroll 16
     for (int t = 0; t < T; t++)
         y[t * ldy] = kind == K_Q6 ? hsum8(acc[t]) : hsum8(acc[t]) - hsum8(accm[t]);
 }
@@ -335,9 +380,8 @@ static ALWAYS_INLINE void int_tile(enum ikind kind, int T, float *y, int64_t ldy
     }
 }
 
-static ALWAYS_INLINE void gemm_int(enum ikind kind, float *y, int64_t ldy, const void *w,
-                                   size_t ws, int64_t nr, const void *xa, size_t xs, int64_t nt,
-                                   int64_t k)
+static ALWAYS_INLINE void gemm_int(enum ikind kind, float *y, int64_t ldy, const void *w, size_t ws,
+                                   int64_t nr, const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;
@@ -354,31 +398,31 @@ static ALWAYS_INLINE void gemm_int(enum ikind kind, float *y, int64_t ldy, const
     }
 }
 
-void tensor_gemm_q8_0_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_q8_0_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                            const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_int(I_Q8_0, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
-void tensor_gemm_q4_0_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_q4_0_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                            const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_int(I_Q4_0, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
-void tensor_gemm_q4_K_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_q4_K_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                            const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_int(I_Q4_K, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
-void tensor_gemm_q5_K_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_q5_K_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                            const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_int(I_Q5_K, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
-void tensor_gemm_q6_K_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
+static void gemm_q6_K_avx2(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr,
                            const void *xa, size_t xs, int64_t nt, int64_t k)
 {
     gemm_int(I_Q6_K, y, ldy, w, ws, nr, xa, xs, nt, k);
@@ -451,6 +495,7 @@ static void act_k32_avx2(void *dst, const float *x, int64_t k)
         int16_t s16[16];
         float d = act_group8((int8_t *)row + s * QKK, s16, x + s * QKK, QKK);
         memcpy(row + act_off_d(k) + 4 * s, &d, 4);
+#pragma GCC unroll 16
         for (int j = 0; j < 8; j++) {
             float sum = (float)(s16[2 * j] + s16[2 * j + 1]);
             memcpy(row + act_off_aux(ACT_Q8K32, k) + 4 * (8 * s + j), &sum, 4);
@@ -468,6 +513,7 @@ static void act_k16_avx2(void *dst, const float *x, int64_t k)
         float d = act_group8((int8_t *)row + s * QKK, s16, x + s * QKK, QKK);
         memcpy(row + act_off_d(k) + 4 * s, &d, 4);
         memcpy(row + act_off_aux(ACT_Q8K16, k) + 2 * 16 * s, s16, sizeof(s16));
+#pragma GCC unroll 16
         for (int j = 0; j < 16; j++) {
             int32_t off = -32 * (int32_t)s16[j];
             memcpy(row + act_off_off16(k) + 4 * (16 * s + j), &off, 4);
@@ -504,13 +550,13 @@ const tensor_kernels tensor_kernels_avx2 = {
         },
     .gemm =
         {
-            [TENSOR_F32] = tensor_gemm_f32_avx2,
-            [TENSOR_F16] = tensor_gemm_f16_avx2,
-            [TENSOR_BF16] = tensor_gemm_bf16_avx2,
-            [TENSOR_Q8_0] = tensor_gemm_q8_0_avx2,
-            [TENSOR_Q4_0] = tensor_gemm_q4_0_avx2,
-            [TENSOR_Q4_K] = tensor_gemm_q4_K_avx2,
-            [TENSOR_Q5_K] = tensor_gemm_q5_K_avx2,
-            [TENSOR_Q6_K] = tensor_gemm_q6_K_avx2,
+            [TENSOR_F32] = gemm_f32_avx2,
+            [TENSOR_F16] = gemm_f16_avx2,
+            [TENSOR_BF16] = gemm_bf16_avx2,
+            [TENSOR_Q8_0] = gemm_q8_0_avx2,
+            [TENSOR_Q4_0] = gemm_q4_0_avx2,
+            [TENSOR_Q4_K] = gemm_q4_K_avx2,
+            [TENSOR_Q5_K] = gemm_q5_K_avx2,
+            [TENSOR_Q6_K] = gemm_q6_K_avx2,
         },
 };

@@ -21,7 +21,7 @@
 
 /* ---- GGUF block layouts (bit-exact with the ecosystem) ----------------- */
 
-#define QK 32  /* elements per Q8_0 / Q4_0 block */
+#define QK  32  /* elements per Q8_0 / Q4_0 block */
 #define QKK 256 /* elements per K-quant super-block */
 
 /* Q8_0: 32 weights  w[i] = d * qs[i].
@@ -246,26 +246,5 @@ void tensor_dequant_q4_K_scalar(float *dst, const void *src, int64_t n);
 void tensor_dequant_q5_K_scalar(float *dst, const void *src, int64_t n);
 void tensor_dequant_q6_K_scalar(float *dst, const void *src, int64_t n);
 void tensor_act_f32_scalar(void *dst, const float *src, int64_t k);
-
-/* The AVX2 kernels for few tokens, which the AVX-512 table also uses for
- * generation (bandwidth-bound: 256-bit code streams as fast). */
-#ifdef TENSOR_HAVE_X86
-void tensor_gemm_f32_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                          const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_f16_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                          const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_bf16_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                           const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_q8_0_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                           const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_q4_0_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                           const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_q4_K_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                           const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_q5_K_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                           const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-void tensor_gemm_q6_K_avx2(float *y, int64_t ldy, const void *w, size_t w_stride, int64_t nr,
-                           const void *xa, size_t xa_stride, int64_t nt, int64_t k);
-#endif
 
 #endif
