@@ -688,9 +688,6 @@ int model_open(model **out, const char *path, const model_opts *opts, char *err,
         mg_err_set(err, errlen, "model: out of memory");
         goto fail;
     }
-    if ((rc = pool_create(&m->pool, o->n_threads, !o->no_pin, err, errlen)))
-        goto fail;
-    m->n_batch = o->n_batch > 0 ? o->n_batch : 256;
 
     for (int64_t il = 0; il < I->n_layer; il++)
         if ((rc = bind_layer(m, (int)il, err, errlen)))

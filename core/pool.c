@@ -54,6 +54,11 @@ struct pool {
      * counter then re-reads the word inside futex_wait, all seq_cst. */
     _Atomic int sleepers;
     _Atomic int caller_sleeping;
+    /* The caller's CPU mask before pool_create pinned it; restored by
+     * pool_free, so a later pool (or any thread the caller starts) does not
+     * inherit a one-CPU mask. */
+    cpu_set_t caller_mask;
+    bool caller_pinned;
 };
 
 static long futex_wait(_Atomic uint32_t *addr, uint32_t expected)
@@ -70,6 +75,8 @@ static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#else
+    __asm__ volatile("" ::: "memory");
 #endif
 }
 
@@ -217,8 +224,10 @@ int pool_create(pool **out, int n_threads, bool pin, char *err, size_t errlen)
         p->workers[i].ith = i;
         p->workers[i].cpu = do_pin ? cpus[i] : -1;
     }
-    if (do_pin)
+    if (do_pin && sched_getaffinity(0, sizeof(p->caller_mask), &p->caller_mask) == 0) {
         pin_to(p->workers[0].cpu);
+        p->caller_pinned = true;
+    }
     for (int i = 1; i < n_threads; i++) {
         int rc = pthread_create(&p->workers[i].tid, NULL, worker_main, &p->workers[i]);
         if (rc != 0) {
@@ -247,6 +256,8 @@ void pool_free(pool *p)
     futex_wake(&p->generation, INT32_MAX);
     for (int i = 1; i < p->nth; i++)
         pthread_join(p->workers[i].tid, NULL);
+    if (p->caller_pinned)
+        pthread_setaffinity_np(pthread_self(), sizeof(p->caller_mask), &p->caller_mask);
     free(p->workers);
     free(p);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
 
 #include "core/pool.h"
 
@@ -80,6 +81,46 @@ static void test_oversubscribed(void **st)
     run_many(8, 2000, 500); /* more threads than CPUs: unpinned, must still work */
 }
 
+typedef struct where {
+    int cpu[8];
+} where;
+
+static void where_fn(void *arg, int ith, int nth)
+{
+    (void)nth;
+    ((where *)arg)->cpu[ith] = sched_getcpu();
+}
+
+/* Regression: a pool pinned the caller to one CPU and a later pool's worker
+ * inherited that one-CPU mask, so both threads shared a core (2 threads ran
+ * at 1-thread speed). pool_free must restore the caller's mask and each
+ * pool's threads must sit on distinct CPUs. */
+static void test_pools_in_sequence_use_distinct_cpus(void **st)
+{
+    (void)st;
+    if (pool_cpu_count() < 2)
+        skip();
+    cpu_set_t before, after;
+    assert_int_equal(sched_getaffinity(0, sizeof before, &before), 0);
+    char err[128];
+    for (int round = 0; round < 3; round++) {
+        for (int nth = 1; nth <= 2; nth++) {
+            pool *p;
+            assert_int_equal(pool_create(&p, nth, true, err, sizeof err), 0);
+            where w;
+            memset(&w, 0xff, sizeof w);
+            for (int r = 0; r < 50; r++) {
+                pool_run(p, where_fn, &w);
+                if (nth == 2)
+                    assert_int_not_equal(w.cpu[0], w.cpu[1]);
+            }
+            pool_free(p);
+            assert_int_equal(sched_getaffinity(0, sizeof after, &after), 0);
+            assert_true(CPU_EQUAL(&before, &after));
+        }
+    }
+}
+
 static void test_bad_count(void **st)
 {
     (void)st;
@@ -97,6 +138,7 @@ int main(void)
         cmocka_unit_test(test_single_thread), cmocka_unit_test(test_two_threads_hot),
         cmocka_unit_test(test_sleep_wake),    cmocka_unit_test(test_oversubscribed),
         cmocka_unit_test(test_bad_count),
+        cmocka_unit_test(test_pools_in_sequence_use_distinct_cpus),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
