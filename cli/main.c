@@ -532,7 +532,11 @@ static int cmd_bench(int argc, char **argv)
         }
         double pp = n_pp / median(t_pp, reps), tg = n_tg / median(t_tg, reps);
         double gb = I->bytes_per_token / 1e9;
-        double gops = 2.0 * (double)I->n_params_active * pp / 1e9;
+        /* matmul ops of one prompt batch: every active weight once per token,
+         * except the output matrix, applied to the last position only */
+        double out_params = (double)I->n_vocab * (double)I->dim;
+        double ops = 2.0 * (((double)I->n_params_active - out_params) * n_pp + out_params);
+        double gops = ops / median(t_pp, reps) / 1e9;
         const char *tname = tensor_type_get(I->main_type)->name;
         if (json)
             printf("{\"model\":\"%s\",\"type\":\"%s\",\"threads\":%d,\"pp_tokens\":%d,"

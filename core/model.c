@@ -478,7 +478,8 @@ static void plan_scratch(model *m, int nth)
     s->v = own_alloc(m, sizeof(float) * nb * nkv);
     s->att = own_alloc(m, sizeof(float) * nb * nq);
     s->o = own_alloc(m, sizeof(float) * nb * I->dim);
-    s->scores = own_alloc(m, sizeof(float) * (size_t)nth * (size_t)I->n_ctx_train);
+    s->scores = own_alloc(m, sizeof(float) * (size_t)nth * (size_t)(I->n_head / I->n_head_kv) *
+                                 (size_t)I->n_ctx_train);
     s->rlog = own_alloc(m, sizeof(float) * nb * I->n_expert);
     s->sel = own_alloc(m, sizeof(int32_t) * nslot);
     s->selw = own_alloc(m, sizeof(float) * nslot);
@@ -916,47 +917,61 @@ static void qk_prepare(void *arg, int64_t t0, int64_t t1)
     }
 }
 
-/* Causal attention of one (token, head) pair over its sequence's cache:
- * softmax(q.K^T / sqrt(hd)) V. Work items t * n_head + h are split evenly
- * over the pool; each thread uses its own row of the score scratch. */
+/* out[0..n) += w * x[0..n), in chunks of 16 so the compiler vectorises it
+ * even for baseline x86-64. */
+static inline void axpy(float *restrict out, float w, const float *restrict x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            out[i + j] += w * x[i + j];
+    for (; i < n; i++)
+        out[i] += w * x[i];
+}
+
+/* Causal attention, softmax(q.K^T / sqrt(hd)) V, for one (token, kv head)
+ * pair at a time: the `group` query heads sharing that kv head are scored
+ * against the cached keys of positions 0..pos with one f32 tensor_gemm (the
+ * cached k rows are the "weights", the query heads the "tokens"), then each
+ * head's softmax weights sum the cached values. Work items t * n_kv + g are
+ * split evenly over the pool; each thread has its own score rows. */
 static void attn_worker(void *arg, int ith, int nth)
 {
     attn_job *j = arg;
     model *m = j->m;
     const model_info *I = &m->info;
-    int64_t hd = I->head_dim, group = I->n_head / I->n_head_kv;
-    int64_t n_items = (int64_t)j->n * I->n_head;
+    int64_t hd = I->head_dim, group = I->n_head / I->n_head_kv, kvd = j->kv->kv_dim;
+    int64_t n_items = (int64_t)j->n * I->n_head_kv;
     int64_t i0 = n_items * ith / nth, i1 = n_items * (ith + 1) / nth;
-    float *scores = m->s.scores + (size_t)ith * (size_t)I->n_ctx_train;
+    int64_t ld = I->n_ctx_train;
+    float *scores = m->s.scores + (size_t)ith * (size_t)group * (size_t)ld; /* [group][ld] */
     float scale = (float)(1.0 / sqrt((double)hd));
     for (int64_t it = i0; it < i1; it++) {
-        int64_t t = it / I->n_head, h = it % I->n_head, g = h / group;
+        int64_t t = it / I->n_head_kv, g = it % I->n_head_kv;
         int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
-        const float *q = m->s.q + t * I->n_head * hd + h * hd;
-        float mx = -INFINITY;
-        for (int32_t p = 0; p <= pos; p++) {
-            const float *kr = kv_row(j->kv, j->kv->k, j->il, seq, p) + g * hd;
-            float d = 0;
-            for (int64_t i = 0; i < hd; i++)
-                d += q[i] * kr[i];
-            d *= scale;
-            scores[p] = d;
-            if (d > mx)
-                mx = d;
-        }
-        double sum = 0;
-        for (int32_t p = 0; p <= pos; p++) {
-            scores[p] = expf(scores[p] - mx);
-            sum += scores[p];
-        }
-        float inv = (float)(1.0 / sum);
-        float *out = m->s.att + t * I->n_head * hd + h * hd;
-        memset(out, 0, sizeof(float) * hd);
-        for (int32_t p = 0; p <= pos; p++) {
-            const float *vr = kv_row(j->kv, j->kv->v, j->il, seq, p) + g * hd;
-            float w = scores[p] * inv;
-            for (int64_t i = 0; i < hd; i++)
-                out[i] += w * vr[i];
+        const float *q = m->s.q + t * I->n_head * hd + g * group * hd; /* [group][hd] */
+        const float *k0 = kv_row(j->kv, j->kv->k, j->il, seq, 0) + g * hd;
+        const float *v0 = kv_row(j->kv, j->kv->v, j->il, seq, 0) + g * hd;
+        /* scores[h][p] = k_p . q_h for p <= pos */
+        tensor_gemm(m->kt, TENSOR_F32, scores, ld, k0, (size_t)kvd * sizeof(float), pos + 1, q,
+                    (size_t)hd * sizeof(float), group, hd);
+        for (int64_t h = 0; h < group; h++) {
+            float *sc = scores + h * ld;
+            float mx = -INFINITY;
+            for (int32_t p = 0; p <= pos; p++) {
+                sc[p] *= scale;
+                mx = sc[p] > mx ? sc[p] : mx;
+            }
+            double sum = 0;
+            for (int32_t p = 0; p <= pos; p++) {
+                sc[p] = expf(sc[p] - mx);
+                sum += sc[p];
+            }
+            float inv = (float)(1.0 / sum);
+            float *out = m->s.att + t * I->n_head * hd + (g * group + h) * hd;
+            memset(out, 0, sizeof(float) * hd);
+            for (int32_t p = 0; p <= pos; p++)
+                axpy(out, sc[p] * inv, v0 + (size_t)p * (size_t)kvd, hd);
         }
     }
 }

@@ -127,7 +127,9 @@ int tensor_quantize_row(uint32_t type, void *dst, const float *src, int64_t n);
 
 /* ---- matrix products --------------------------------------------------- */
 
-/* Bytes of one activation row of k elements prepared for weight type wtype. */
+/* Bytes of one activation row of k elements prepared for weight type wtype.
+ * For F32, F16 and BF16 weights the prepared row IS the f32 row (4k bytes,
+ * a plain copy), so callers may pass f32 rows to tensor_gemm directly. */
 size_t tensor_act_row_bytes(uint32_t wtype, int64_t k);
 
 /* dst = src (f32 row of k elements) converted for products with wtype.
