@@ -351,6 +351,7 @@ static int cmd_run(int argc, char **argv)
     }
     double t_gen = now() - t1;
     printf("\n");
+    fflush(stdout); /* before the stderr lines, when both go to one pipe */
     fprintf(stderr, "tokens:");
     for (int i = 0; i < n_gen; i++)
         fprintf(stderr, "%s%d", i ? "," : " ", hist[n_prompt + i]);
@@ -360,7 +361,7 @@ static int cmd_run(int argc, char **argv)
             "moegate: prompt %d tokens in %.3f s (%.2f tok/s); generation %d tokens in %.3f s "
             "(%.2f tok/s); %d threads\n",
             n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
-            n_gen > 1 ? (n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, n_threads ? n_threads : 0);
+            n_gen > 1 ? (n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, model_n_threads(m));
     if (df && fclose(df))
         die("--dump-logits: error writing '%s'", dump);
     free(hist);

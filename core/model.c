@@ -753,6 +753,11 @@ const gguf *model_gguf(const model *m)
     return m->g;
 }
 
+int model_n_threads(const model *m)
+{
+    return pool_size(m->pool);
+}
+
 const char *model_isa_name(const model *m)
 {
     return tensor_kernels_name(m->kt);

@@ -87,6 +87,7 @@ void model_close(model *m); /* accepts NULL */
 const model_info *model_get_info(const model *m);
 const gguf *model_gguf(const model *m);
 const char *model_isa_name(const model *m); /* kernel table in use */
+int model_n_threads(const model *m);        /* engine threads (the pool's size) */
 
 /* KV cache for n_seq sequences of up to n_ctx positions each. */
 int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *err,
