@@ -47,6 +47,7 @@ struct model_kv {
     int n_seq, n_ctx;
     int64_t kv_dim; /* n_head_kv * head_dim */
     float *k, *v;   /* [n_layer][n_seq][n_ctx][kv_dim] */
+    float *scores;  /* [n_threads][n_head/n_head_kv][n_ctx] attention scratch */
     size_t bytes;
 };
 
@@ -58,7 +59,6 @@ typedef struct scratch {
     float *k, *v;   /* [nb][n_kv*hd] */
     float *att;     /* [nb][n_head*hd] attention output */
     float *o;       /* [nb][dim] block output */
-    float *scores;  /* [nth][n_ctx] attention scores per thread */
     float *rlog;    /* [nb][n_expert] router logits */
     int32_t *sel;   /* [nb][k] selected experts */
     float *selw;    /* [nb][k] their weights */
@@ -463,7 +463,7 @@ static size_t max_sz(size_t a, size_t b)
 }
 
 /* Allocates every scratch buffer of the forward pass for n_batch tokens. */
-static void plan_scratch(model *m, int nth)
+static void plan_scratch(model *m)
 {
     const model_info *I = &m->info;
     scratch *s = &m->s;
@@ -478,8 +478,6 @@ static void plan_scratch(model *m, int nth)
     s->v = own_alloc(m, sizeof(float) * nb * nkv);
     s->att = own_alloc(m, sizeof(float) * nb * nq);
     s->o = own_alloc(m, sizeof(float) * nb * I->dim);
-    s->scores = own_alloc(m, sizeof(float) * (size_t)nth * (size_t)(I->n_head / I->n_head_kv) *
-                                 (size_t)I->n_ctx_train);
     s->rlog = own_alloc(m, sizeof(float) * nb * I->n_expert);
     s->sel = own_alloc(m, sizeof(int32_t) * nslot);
     s->selw = own_alloc(m, sizeof(float) * nslot);
@@ -709,7 +707,7 @@ int model_open(model **out, const char *path, const model_opts *opts, char *err,
     m->mm.use_blas = blas && blas[0] == '1';
     if (m->mm.use_blas)
         mm_blas_threads(pool_size(m->pool));
-    plan_scratch(m, pool_size(m->pool));
+    plan_scratch(m);
     if (m->oom) {
         mg_err_set(err, errlen, "model: out of memory planning scratch buffers");
         rc = MG_ENOMEM;
@@ -786,7 +784,11 @@ int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *
     kv->bytes = 2 * n * sizeof(float);
     kv->k = malloc(n * sizeof(float));
     kv->v = malloc(n * sizeof(float));
-    if (!kv->k || !kv->v)
+    /* attention scores: sized by this cache's positions, not the model's
+     * (possibly huge) training context */
+    size_t group = (size_t)(I->n_head / I->n_head_kv);
+    kv->scores = malloc(sizeof(float) * (size_t)pool_size(m->pool) * group * (size_t)n_ctx);
+    if (!kv->k || !kv->v || !kv->scores)
         goto nomem;
     *out = kv;
     return MG_OK;
@@ -803,6 +805,7 @@ void model_kv_free(model_kv *kv)
         return;
     free(kv->k);
     free(kv->v);
+    free(kv->scores);
     free(kv);
 }
 
@@ -948,8 +951,8 @@ static void attn_worker(void *arg, int ith, int nth)
     int64_t hd = I->head_dim, group = I->n_head / I->n_head_kv, kvd = j->kv->kv_dim;
     int64_t n_items = (int64_t)j->n * I->n_head_kv;
     int64_t i0 = n_items * ith / nth, i1 = n_items * (ith + 1) / nth;
-    int64_t ld = I->n_ctx_train;
-    float *scores = m->s.scores + (size_t)ith * (size_t)group * (size_t)ld; /* [group][ld] */
+    int64_t ld = j->kv->n_ctx;
+    float *scores = j->kv->scores + (size_t)ith * (size_t)group * (size_t)ld; /* [group][ld] */
     float scale = (float)(1.0 / sqrt((double)hd));
     for (int64_t it = i0; it < i1; it++) {
         int64_t t = it / I->n_head_kv, g = it % I->n_head_kv;
