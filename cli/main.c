@@ -200,6 +200,22 @@ static void print_summary(const model *m)
 
 /* ---- run ----------------------------------------------------------------------------- */
 
+/* Length of the prefix of buf[0..n) that can be printed now: everything but
+ * a trailing, still incomplete UTF-8 sequence (a valid lead byte followed by
+ * fewer continuation bytes than it announces), which waits for the next
+ * token so that a terminal never shows half a character. */
+static size_t utf8_printable(const unsigned char *buf, size_t n)
+{
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char c = buf[n - back];
+        if ((c & 0xc0) == 0x80)
+            continue; /* continuation byte: keep looking for the lead */
+        size_t need = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+        return need > back ? n - back : n;
+    }
+    return n;
+}
+
 static void dump_row(FILE *f, int pos, const float *logits, int64_t n)
 {
     fprintf(f, "%d", pos);
@@ -328,13 +344,20 @@ static int cmd_run(int argc, char **argv)
     double t1 = now();
     int n_gen = 0;
     char piece[256];
+    unsigned char text[256 + 8]; /* held-back bytes + the new piece */
+    size_t held = 0;
     for (int i = 0; i < n_predict; i++) {
         int32_t tok = sampler_sample(smp, last, hist, n_prompt + n_gen);
         hist[n_prompt + n_gen++] = tok;
         if (voc) {
             int len = vocab_decode(voc, tok, show_special, piece, sizeof piece);
-            if (len > 0)
-                fwrite(piece, 1, (size_t)len, stdout);
+            if (len > 0) {
+                memcpy(text + held, piece, (size_t)len);
+                size_t n = held + (size_t)len, ok = utf8_printable(text, n);
+                fwrite(text, 1, ok, stdout);
+                memmove(text, text + ok, n - ok);
+                held = n - ok;
+            }
         } else {
             printf("%s%d", i ? " " : "", tok);
         }
@@ -350,6 +373,7 @@ static int cmd_run(int argc, char **argv)
             dump_row(df, p, logits, I->n_vocab);
     }
     double t_gen = now() - t1;
+    fwrite(text, 1, held, stdout); /* an incomplete sequence at the very end */
     printf("\n");
     fflush(stdout); /* before the stderr lines, when both go to one pipe */
     fprintf(stderr, "tokens:");
