@@ -28,6 +28,10 @@
 
 /* ---- structures ---------------------------------------------------------- */
 
+/* RoPE rotates at most this many pairs per head (rope.dimension_count / 2);
+ * the per-token angle tables live on the stack. */
+#define ROPE_MAX_PAIRS 512
+
 typedef struct layer {
     float *attn_norm;            /* [dim] */
     wmat wq, wk, wv, wo;         /* [n_head*hd][dim], [n_kv*hd][dim] x2, [dim][n_head*hd] */
@@ -420,7 +424,8 @@ static int read_hparams(model *m, char *err, size_t errlen)
         (rc = meta_float(m, "rope.freq_base", &I->rope_base, err, errlen)) ||
         (rc = meta_float(m, "attention.layer_norm_rms_epsilon", &I->rms_eps, err, errlen)))
         return rc;
-    if (I->n_rot <= 0 || I->n_rot > I->head_dim || I->n_rot % 2 || I->rope_base <= 0 ||
+    if (I->n_rot <= 0 || I->n_rot > I->head_dim || I->n_rot % 2 ||
+        I->n_rot > 2 * ROPE_MAX_PAIRS || I->rope_base <= 0 ||
         I->rms_eps <= 0) {
         mg_err_set(err, errlen, "model: bad rope/norm parameters (rope.dimension_count %lld, "
                    "rope.freq_base %g, layer_norm_rms_epsilon %g)", (long long)I->n_rot,
@@ -858,18 +863,26 @@ static void rmsnorm_rows(model *m, float *out, const float *x, const float *w, i
         mm_pfor(&m->mm, rows, norm_rows, &j);
 }
 
-/* Rotates one head vector in place. NeoX style pairs (i, i + n_rot/2);
- * the original (GPT-J / llama GGUF) style pairs (2i, 2i+1). */
-static void rope_head(float *v, const float *inv_freq, int64_t n_rot, float pos, bool neox)
+/* RoPE angles of one position: cs[i] = cos(pos * theta_i), sn[i] = sin(...),
+ * i < n_rot/2, computed once per token and shared by all its heads. */
+static void rope_angles(float *cs, float *sn, const float *inv_freq, int64_t half, float pos)
 {
-    int64_t half = n_rot / 2;
     for (int64_t i = 0; i < half; i++) {
         double theta = (double)pos * inv_freq[i];
-        float c = (float)cos(theta), s = (float)sin(theta);
+        cs[i] = (float)cos(theta);
+        sn[i] = (float)sin(theta);
+    }
+}
+
+/* Rotates one head vector in place. NeoX style pairs (i, i + n_rot/2);
+ * the original (GPT-J / llama GGUF) style pairs (2i, 2i+1). */
+static void rope_head(float *v, const float *cs, const float *sn, int64_t half, bool neox)
+{
+    for (int64_t i = 0; i < half; i++) {
         int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
         float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c - x1 * s;
-        v[b] = x0 * s + x1 * c;
+        v[a] = x0 * cs[i] - x1 * sn[i];
+        v[b] = x0 * sn[i] + x1 * cs[i];
     }
 }
 
@@ -916,10 +929,13 @@ static void qk_prepare(void *arg, int64_t t0, int64_t t1)
                 rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, (float)I->rms_eps);
         int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
         float p = (float)((double)pos / I->rope_scale);
+        float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
+        int64_t half = I->n_rot / 2;
+        rope_angles(cs, sn, m->rope_inv_freq, half, p);
         for (int64_t h = 0; h < I->n_head; h++)
-            rope_head(q + h * hd, m->rope_inv_freq, I->n_rot, p, I->rope_neox);
+            rope_head(q + h * hd, cs, sn, half, I->rope_neox);
         for (int64_t h = 0; h < I->n_head_kv; h++)
-            rope_head(k + h * hd, m->rope_inv_freq, I->n_rot, p, I->rope_neox);
+            rope_head(k + h * hd, cs, sn, half, I->rope_neox);
         memcpy(kv_row(j->kv, j->kv->k, j->il, seq, pos), k, sizeof(float) * nkv);
         memcpy(kv_row(j->kv, j->kv->v, j->il, seq, pos), v, sizeof(float) * nkv);
     }
