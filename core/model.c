@@ -79,7 +79,6 @@ typedef struct scratch {
     float *eo;          /* [nb*k][dim] expert outputs */
     float *shg;         /* [nb] shared-expert gate logits */
     float *rows;        /* [nb][dim] compacted rows wanting logits */
-    float *logits;      /* [nb][n_vocab] when the caller's buffer is not used */
 } scratch;
 
 struct model {
@@ -401,6 +400,18 @@ static int read_hparams(model *m, char *err, size_t errlen)
         mg_err_set(err, errlen, "model: attention.value_length %lld differs from key_length %lld: "
                    "not supported for %s", (long long)vlen, (long long)I->head_dim, I->arch_name);
         return MG_EUNSUPPORTED;
+    }
+    /* Bounds far above any published model keep every product of sizes
+     * below 2^40, so no size computed from them can overflow. */
+    if (I->dim > (1 << 20) || I->n_head > (1 << 16) || I->n_head_kv > (1 << 16) ||
+        I->head_dim > (1 << 16) || I->expert_ff > (1 << 24) || I->shared_ff > (1 << 24) ||
+        I->n_ctx_train > (1 << 24)) {
+        mg_err_set(err, errlen, "model: hyper-parameters out of range (embedding_length %lld, "
+                   "head_count %lld, head_count_kv %lld, key_length %lld, expert FFN %lld, "
+                   "shared FFN %lld, context_length %lld)", (long long)I->dim,
+                   (long long)I->n_head, (long long)I->n_head_kv, (long long)I->head_dim,
+                   (long long)I->expert_ff, (long long)I->shared_ff, (long long)I->n_ctx_train);
+        return MG_ERANGE;
     }
     if (I->n_head_kv <= 0 || I->n_head % I->n_head_kv != 0 || I->head_dim <= 0 ||
         I->head_dim % 2 != 0 || I->expert_ff <= 0) {
@@ -772,9 +783,10 @@ int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *
                     size_t errlen)
 {
     const model_info *I = &m->info;
-    if (n_seq <= 0 || n_ctx <= 0 || n_ctx > I->n_ctx_train) {
-        mg_err_set(err, errlen, "model: kv cache of %d sequences x %d positions: positions must "
-                   "be in 1..%lld (the model's context length)", n_seq, n_ctx,
+    if (n_seq <= 0 || n_seq > (1 << 16) || n_ctx <= 0 || n_ctx > I->n_ctx_train) {
+        mg_err_set(err, errlen, "model: kv cache of %d sequences x %d positions: sequences "
+                   "must be in 1..65536, positions in 1..%lld (the model's context length)",
+                   n_seq, n_ctx,
                    (long long)I->n_ctx_train);
         return MG_ERANGE;
     }
@@ -785,14 +797,24 @@ int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *
     kv->n_seq = n_seq;
     kv->n_ctx = n_ctx;
     kv->kv_dim = I->n_head_kv * I->head_dim;
-    size_t n = (size_t)I->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)kv->kv_dim;
-    kv->bytes = 2 * n * sizeof(float);
-    kv->k = malloc(n * sizeof(float));
-    kv->v = malloc(n * sizeof(float));
+    /* checked products: n_seq and n_ctx come from the caller */
+    size_t n, n_sc, group = (size_t)(I->n_head / I->n_head_kv);
+    if (__builtin_mul_overflow((size_t)I->n_layer * (size_t)kv->kv_dim, (size_t)n_seq, &n) ||
+        __builtin_mul_overflow(n, (size_t)n_ctx, &n) ||
+        __builtin_mul_overflow(n, 2 * sizeof(float), &kv->bytes) ||
+        __builtin_mul_overflow((size_t)pool_size(m->pool) * group, (size_t)n_ctx, &n_sc)) {
+        mg_err_set(err, errlen, "model: kv cache of %d sequences x %d positions is too large",
+                   n_seq, n_ctx);
+        model_kv_free(kv);
+        return MG_ERANGE;
+    }
+    /* zeroed: a position read before it was written yields zeros, never
+     * stale heap contents */
+    kv->k = calloc(n, sizeof(float));
+    kv->v = calloc(n, sizeof(float));
     /* attention scores: sized by this cache's positions, not the model's
      * (possibly huge) training context */
-    size_t group = (size_t)(I->n_head / I->n_head_kv);
-    kv->scores = malloc(sizeof(float) * (size_t)pool_size(m->pool) * group * (size_t)n_ctx);
+    kv->scores = calloc(n_sc, sizeof(float));
     if (!kv->k || !kv->v || !kv->scores)
         goto nomem;
     *out = kv;
@@ -1266,6 +1288,14 @@ int model_forward(model *m, model_kv *kv, const model_batch *b, float *logits, c
     if (!b || b->n < 0 || (b->n > 0 && (!b->token || !b->pos || !b->seq))) {
         mg_err_set(err, errlen, "model: bad batch");
         return MG_EINVAL;
+    }
+    if (!logits) {
+        for (int i = 0; i < b->n; i++)
+            if (!b->want_logits || b->want_logits[i]) {
+                mg_err_set(err, errlen, "model: batch index %d wants logits but the logits "
+                           "buffer is NULL", i);
+                return MG_EINVAL;
+            }
     }
     if (kv->m != m) {
         mg_err_set(err, errlen, "model: kv cache belongs to another model");

@@ -77,8 +77,10 @@ int sampler_create(sampler **out, int64_t n_vocab, const sampler_params *p, char
         bad = "min_p (must be in [0, 1])";
     else if (!(p->repeat_penalty > 0 && isfinite(p->repeat_penalty)))
         bad = "repeat_penalty (must be > 0)";
-    else if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty))
-        bad = "presence/frequency penalty (must be finite)";
+    else if (!(fabsf(p->presence_penalty) <= 100) || !(fabsf(p->frequency_penalty) <= 100))
+        bad = "presence/frequency penalty (must be in [-100, 100])";
+    else if (p->repeat_penalty > 100)
+        bad = "repeat_penalty (must be <= 100)";
     else if (p->top_k < 0)
         bad = "top_k (must be >= 0)";
     else if (p->repeat_last_n < -1)
@@ -150,10 +152,12 @@ static int cmp_cand(const void *a, const void *b)
 int32_t sampler_sample(sampler *s, float *logits, const int32_t *history, int n_history)
 {
     const sampler_params *p = &s->p;
+    apply_penalties(s, logits, history, n_history);
+    /* after the penalties, which could push a huge logit past the float
+     * range: nothing non-finite reaches the softmax */
     for (int64_t i = 0; i < s->n_vocab; i++)
         if (!isfinite(logits[i]))
             logits[i] = -INFINITY;
-    apply_penalties(s, logits, history, n_history);
     int32_t best = 0;
     for (int64_t i = 1; i < s->n_vocab; i++)
         if (logits[i] > logits[best])

@@ -37,7 +37,8 @@ sampler_params sampler_defaults(void);
 typedef struct sampler sampler;
 
 /* Validates p (names the bad field: temperature in [0, 100], top_p in
- * (0, 1], min_p in [0, 1], penalties finite, repeat_penalty > 0). */
+ * (0, 1], min_p in [0, 1], presence/frequency penalties in [-100, 100],
+ * repeat_penalty in (0, 100]). */
 int sampler_create(sampler **out, int64_t n_vocab, const sampler_params *p, char *err,
                    size_t errlen);
 void sampler_free(sampler *s); /* accepts NULL */

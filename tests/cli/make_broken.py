@@ -66,6 +66,13 @@ CASES = {
               "dense models are not supported"),
     "too-many-used": (dict(set_keys={"llama.expert_used_count": (gw.UINT32, 99)}),
                       "inconsistent hyper-parameters"),
+    # regression: head_count * key_length wrapped around 2^64 to 0, and zero-row
+    # attention tensors then bound, leading to writes far outside the buffers
+    "huge-heads": (dict(set_keys={"llama.attention.head_count": (gw.UINT32, 1 << 24),
+                                  "llama.attention.head_count_kv": (gw.UINT32, 1 << 24),
+                                  "llama.attention.key_length": (gw.UINT64, 1 << 40),
+                                  "llama.rope.dimension_count": (gw.UINT32, 2)}),
+                   "hyper-parameters out of range"),
 }
 
 

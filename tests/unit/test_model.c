@@ -207,6 +207,17 @@ static void test_bad_batches(void **st)
     pos = 0, seq = 2;
     assert_int_equal(model_forward(m, kv, &b, lg, err, sizeof err), MG_ERANGE);
     assert_non_null(strstr(err, "sequence 2"));
+    /* regression: logits wanted but no buffer */
+    seq = 0;
+    assert_int_equal(model_forward(m, kv, &b, NULL, err, sizeof err), MG_EINVAL);
+    assert_non_null(strstr(err, "NULL"));
+    uint8_t none = 0;
+    model_batch quiet = {1, &tok, &pos, &seq, &none};
+    assert_int_equal(model_forward(m, kv, &quiet, NULL, err, sizeof err), 0);
+    /* regression: sizes of a huge cache overflowed before allocation */
+    model_kv *huge = NULL;
+    assert_int_equal(model_kv_create(&huge, m, 1 << 20, 4096, err, sizeof err), MG_ERANGE);
+    assert_null(huge);
     /* kv cache larger than the model's context */
     model_kv *big = NULL;
     assert_int_equal(model_kv_create(&big, m, 1, 1 << 20, err, sizeof err), MG_ERANGE);

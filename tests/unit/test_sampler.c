@@ -199,8 +199,8 @@ static void test_bad_params(void **st)
     struct {
         sampler_params p;
         const char *field;
-    } cases[6];
-    for (int i = 0; i < 6; i++)
+    } cases[8];
+    for (int i = 0; i < 8; i++)
         cases[i].p = sampler_defaults();
     cases[0].p.temperature = -1, cases[0].field = "temperature";
     cases[1].p.top_p = 0, cases[1].field = "top_p";
@@ -208,7 +208,10 @@ static void test_bad_params(void **st)
     cases[3].p.repeat_penalty = 0, cases[3].field = "repeat_penalty";
     cases[4].p.presence_penalty = INFINITY, cases[4].field = "presence";
     cases[5].p.top_k = -3, cases[5].field = "top_k";
-    for (int i = 0; i < 6; i++) {
+    /* regression: a huge penalty could push a logit to +inf after the scrub */
+    cases[6].p.frequency_penalty = -3e38f, cases[6].field = "frequency";
+    cases[7].p.repeat_penalty = 1e30f, cases[7].field = "repeat_penalty";
+    for (int i = 0; i < 8; i++) {
         sampler *s = NULL;
         char err[128] = "";
         assert_int_not_equal(sampler_create(&s, V, &cases[i].p, err, sizeof err), 0);
