@@ -1040,49 +1040,46 @@ static ALWAYS_INLINE void gemv(int kind, float *y, int64_t ldy, const void *w, s
     }
 }
 
+/* Streaming kernels for a few tokens, weight panels from PANEL_MIN_NT on.
+ * Inlined into one entry point per type so each is specialised. */
+static ALWAYS_INLINE void gemm_int(enum ikind kind, float *y, int64_t ldy, const void *w,
+                                   size_t ws, int64_t nr, const void *xa, size_t xs, int64_t nt,
+                                   int64_t k)
+{
+    if (nt < PANEL_MIN_NT)
+        gemv(kind, y, ldy, w, ws, nr, xa, xs, nt, k);
+    else
+        gemm_panel_int(kind, y, ldy, w, ws, nr, xa, xs, nt, k);
+}
+
 static void gemm_q8_0(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr, const void *xa,
                       size_t xs, int64_t nt, int64_t k)
 {
-    if (nt < PANEL_MIN_NT)
-        gemv(I_Q8_0, y, ldy, w, ws, nr, xa, xs, nt, k);
-    else
-        gemm_panel_int(I_Q8_0, y, ldy, w, ws, nr, xa, xs, nt, k);
+    gemm_int(I_Q8_0, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
 static void gemm_q4_0(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr, const void *xa,
                       size_t xs, int64_t nt, int64_t k)
 {
-    if (nt < PANEL_MIN_NT)
-        gemv(I_Q4_0, y, ldy, w, ws, nr, xa, xs, nt, k);
-    else
-        gemm_panel_int(I_Q4_0, y, ldy, w, ws, nr, xa, xs, nt, k);
+    gemm_int(I_Q4_0, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
 static void gemm_q4_K(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr, const void *xa,
                       size_t xs, int64_t nt, int64_t k)
 {
-    if (nt < PANEL_MIN_NT)
-        gemv(I_Q4_K, y, ldy, w, ws, nr, xa, xs, nt, k);
-    else
-        gemm_panel_int(I_Q4_K, y, ldy, w, ws, nr, xa, xs, nt, k);
+    gemm_int(I_Q4_K, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
 static void gemm_q5_K(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr, const void *xa,
                       size_t xs, int64_t nt, int64_t k)
 {
-    if (nt < PANEL_MIN_NT)
-        gemv(I_Q5_K, y, ldy, w, ws, nr, xa, xs, nt, k);
-    else
-        gemm_panel_int(I_Q5_K, y, ldy, w, ws, nr, xa, xs, nt, k);
+    gemm_int(I_Q5_K, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
 static void gemm_q6_K(float *y, int64_t ldy, const void *w, size_t ws, int64_t nr, const void *xa,
                       size_t xs, int64_t nt, int64_t k)
 {
-    if (nt < PANEL_MIN_NT)
-        gemv(I_Q6_K, y, ldy, w, ws, nr, xa, xs, nt, k);
-    else
-        gemm_panel_int(I_Q6_K, y, ldy, w, ws, nr, xa, xs, nt, k);
+    gemm_int(I_Q6_K, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
 /* ---- float panels -------------------------------------------------------------------- */
