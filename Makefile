@@ -108,11 +108,13 @@ fixtures:
 
 check-build: all $(UNIT_BINS) $(BUILD)/tests/gguf_corrupt
 
-# make check: everything a clean clone on a fresh Debian 12 needs, then every
+# make check: everything a clean clone on a fresh Debian 12 needs, a second
+# build with clang (both compilers stay warning-free), then every
 # test (a short libFuzzer run included); then the unit tests, the corruption
 # test and a reference subset again built with ASan+UBSan. tests/run.sh ends with "tests: N passed, M failed".
 check: deps
 	@$(MAKE) --no-print-directory check-build fuzz
+	@$(MAKE) --no-print-directory BUILD=build/clang CC=clang all
 	@$(MAKE) --no-print-directory fixtures
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run.sh
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT="-O1 -g" check-build
