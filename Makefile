@@ -18,7 +18,8 @@ WERROR  ?=
 MOEGATE_CACHE ?= $(HOME)/.cache/moegate
 export MOEGATE_CACHE
 
-PKGS    := openblas libpcre2-8
+# Every library the modules link; README.md says why each is there.
+PKGS    := openblas libpcre2-8 yaml-0.1 libpq libcrypto jansson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -39,16 +40,21 @@ LDLIBS  += $(PKG_LIBS) -lm -pthread
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
 
-MODULES := core adapters domains policies gateway audit
+# Link order: a module depends only on those after it.
+MODULES := gateway domains policies audit adapters core
 define module_objs
 $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c))
 endef
-CORE_OBJS := $(call module_objs,core)
+# Modules that have sources so far, each one static library build/lib/libmg<module>.a.
+BUILT_MODULES := $(foreach m,$(MODULES),$(if $(wildcard $(m)/*.c),$(m)))
+MODULE_LIBS := $(foreach m,$(BUILT_MODULES),$(BUILD)/lib/libmg$(m).a)
 CLI_OBJS  := $(call module_objs,cli)
-LIB_CORE  := $(BUILD)/lib/libmgcore.a
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+
+# Module libraries name their objects through $$(call ...).
+.SECONDEXPANSION:
 
 .PHONY: all help quickstart deps check check-build check-asan bench clean fixtures fuzz format
 
@@ -85,22 +91,22 @@ $(BUILD)/obj/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 
-$(LIB_CORE): $(CORE_OBJS)
+$(BUILD)/lib/libmg%.a: $$(call module_objs,%)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/moegate: $(CLI_OBJS) $(LIB_CORE)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB_CORE) $(LDLIBS)
+$(BUILD)/moegate: $(CLI_OBJS) $(MODULE_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(MODULE_LIBS) $(LDLIBS)
 
 # Unit tests: each may #include its module's .c to reach statics, so it links
 # against the library but the test's own definitions win.
-$(BUILD)/tests/%: tests/unit/%.c $(LIB_CORE)
+$(BUILD)/tests/%: tests/unit/%.c $(MODULE_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(LIB_CORE) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(BUILD)/tests/gguf_corrupt: tests/corrupt/gguf_corrupt.c $(LIB_CORE)
+$(BUILD)/tests/gguf_corrupt: tests/corrupt/gguf_corrupt.c $(MODULE_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_CORE) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS)
 
 fixtures:
 	@sh tests/fixtures/fetch_tokenizers.sh >/dev/null
@@ -129,23 +135,24 @@ check-asan: deps
 bench: all
 	@sh bench/run.sh $(BUILD)
 
-# libFuzzer targets (clang): every core/*.c is compiled with the sanitizers
+# libFuzzer targets (clang): every module's .c is compiled with the sanitizers
 # and fuzzer coverage into build/fuzz/obj (SIMD files with their ISA flags, as
 # for the library) and archived, so a target links only what it uses.
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fno-omit-frame-pointer \
                -fsanitize=address,undefined -fsanitize=fuzzer-no-link
-FUZZ_OBJS := $(patsubst %.c,build/fuzz/obj/%.o,$(wildcard core/*.c))
-FUZZ_LIB  := build/fuzz/libmgcore.a
+FUZZ_OBJS := $(patsubst %.c,build/fuzz/obj/%.o,$(foreach m,$(BUILT_MODULES),$(wildcard $(m)/*.c)))
+FUZZ_HDRS := $(foreach m,$(BUILT_MODULES),$(wildcard $(m)/*.h))
+FUZZ_LIB  := build/fuzz/libmgall.a
 fuzz: $(FUZZ_BINS)
-$(filter-out %_avx2.o %_avx512.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(wildcard core/*.h)
+$(filter-out %_avx2.o %_avx512.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(FUZZ_HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -c $< -o $@
-$(filter %_avx2.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(wildcard core/*.h)
+$(filter %_avx2.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(FUZZ_HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(AVX2_FLAGS) -c $< -o $@
-$(filter %_avx512.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(wildcard core/*.h)
+$(filter %_avx512.o,$(FUZZ_OBJS)): build/fuzz/obj/%.o: %.c $(FUZZ_HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(AVX512_FLAGS) -c $< -o $@
 $(FUZZ_LIB): $(FUZZ_OBJS)

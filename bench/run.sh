@@ -13,7 +13,13 @@ CC=${CC:-cc}
 OUT="$BUILD/bench"
 mkdir -p "$OUT"
 
+# BENCH_ONLY=machine,engine,<name> runs only those sections; <name> is one
+# of the module benchmarks bench/<name>.sh (each gets BUILD as $1).
+ONLY=",${BENCH_ONLY:-all},"
+want() { case "$ONLY" in *,all,* | *,"$1",*) return 0 ;; *) return 1 ;; esac; }
+
 # ---- machine ceilings ------------------------------------------------------
+if want machine; then
 # -O2 only: no -march, no -ffast-math; every SIMD/AMX kernel carries its own
 # target attribute and is chosen at run time.
 "$CC" -O2 -pthread -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
@@ -22,12 +28,14 @@ mkdir -p "$OUT"
     $(pkg-config --libs openblas) -lm
 "$OUT/machine" --json-out "$OUT/machine.json" "$@"
 echo "machine ceilings: JSON in $OUT/machine.json"
+fi
 
 # ---- engine benchmark --------------------------------------------------------
 # Bench models with Qwen3-30B-A3B's per-layer shape (dim 2048, 128 experts,
 # top-8, expert FFN 768, 32 q heads, 4 kv heads, head dim 128), 6 layers,
 # in q8_0 and q4_K (generated once, ~7 GB, under build/benchmodels).
 PYTHON=${PYTHON:-/usr/bin/python3}
+if want engine; then
 MODELS=build/benchmodels
 sh tests/fixtures/fetch_tokenizers.sh >/dev/null
 "$PYTHON" tests/fixtures/gen_models.py --bench --out "$MODELS"
@@ -39,3 +47,15 @@ for q in q8_0 q4_K; do
 done
 echo
 "$PYTHON" bench/engine_table.py "$OUT/machine.json" "$OUT/engine.jsonl"
+fi
+
+# ---- module benchmarks (tokenizer, redaction, audit, ...) ---------------------
+for b in bench/*.sh; do
+    [ -f "$b" ] || continue
+    name=$(basename "$b" .sh)
+    [ "$name" = run ] && continue
+    want "$name" || continue
+    echo
+    echo "== $name"
+    PYTHON="$PYTHON" sh "$b" "$BUILD"
+done

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "core/errors.h"
 #include "core/gguf.h"
 #include "core/model.h"
@@ -41,6 +42,8 @@ static void usage(FILE *f)
             "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
             "  moegate model inspect MODEL.gguf\n"
             "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
+            "  moegate policy check FILE | policy hash-key\n"
+            "  moegate db migrate | audit verify | audit export   (see --help of each)\n"
             "  moegate version\n\n"
             "run options:\n"
             "  -n, --n-predict N     tokens to generate (default 64)\n"
@@ -600,6 +603,12 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "model") && argc >= 3 && !strcmp(argv[2], "inspect"))
         return cmd_inspect(argc - 3, argv + 3);
+    if (!strcmp(cmd, "policy"))
+        return cmd_policy(argc - 2, argv + 2);
+    if (!strcmp(cmd, "db"))
+        return cmd_db(argc - 2, argv + 2);
+    if (!strcmp(cmd, "audit"))
+        return cmd_audit(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("moegate %s\n", MOEGATE_VERSION);
         return 0;

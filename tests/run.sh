@@ -36,6 +36,14 @@ seed_model="$FIX/qwen3moe-tiny-q4_K.gguf"
 [ -f "$seed_model" ] || seed_model=""
 suite gguf_corrupt "$BUILD/tests/gguf_corrupt" -n 10000 $seed_model
 
+# Module suites: tests/<module>/suite.sh, run with BUILD, PYTHON, FIXTURES and
+# QUICK in the environment; each exits non-zero when a case failed.
+for s in tests/*/suite.sh; do
+    [ -f "$s" ] || continue
+    suite "$(basename "$(dirname "$s")")" env BUILD="$BUILD" PYTHON="$PYTHON" FIXTURES="$FIX" \
+        QUICK="$QUICK" sh "$s"
+done
+
 if [ "$QUICK" = "--quick" ]; then
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" \
         --fixtures "$FIX" --only mixtral-tiny-q8_0 --only qwen2moe-tiny-q4_K
@@ -43,11 +51,17 @@ else
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX"
     suite cli sh tests/cli/test_cli.sh "$BUILD/moegate" "$FIX"
     # libFuzzer targets (built by `make fuzz`), a short seeded run each,
-    # starting from the corruption test's seed file.
+    # starting from tests/fuzz/corpus/<target>/ when the target has one,
+    # else from the corruption test's seed GGUF file.
     for f in build/fuzz/fuzz_*; do
         [ -x "$f" ] || continue
         corpus=$(mktemp -d)
-        "$BUILD/tests/gguf_corrupt" -o "$corpus/seed.gguf" >/dev/null
+        seeds="tests/fuzz/corpus/$(basename "$f")"
+        if [ -d "$seeds" ]; then
+            cp "$seeds"/* "$corpus"/
+        else
+            "$BUILD/tests/gguf_corrupt" -o "$corpus/seed.gguf" >/dev/null
+        fi
         suite "$(basename "$f")" "$f" -max_total_time="${FUZZ_SECONDS:-20}" -seed=1 \
             -print_final_stats=1 "$corpus"
         rm -rf "$corpus"
