@@ -52,6 +52,12 @@ CLI_OBJS  := $(call module_objs,cli)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+# Programs a module's test suite drives (tests/<module>/tool_*.c) and the
+# benchmark programs (bench/bench_*.c): each links every module library.
+TOOL_SRCS := $(wildcard tests/*/tool_*.c)
+TOOL_BINS := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TOOL_SRCS)))
+BENCH_SRCS := $(wildcard bench/bench_*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 # Module libraries name their objects through $$(call ...).
 .SECONDEXPANSION:
@@ -104,6 +110,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(MODULE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS) -lcmocka
 
+$(BUILD)/tests/tool_%: $$(wildcard tests/*/tool_%.c) $(MODULE_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench/bench_%: bench/bench_%.c $(MODULE_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/tests/gguf_corrupt: tests/corrupt/gguf_corrupt.c $(MODULE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS)
@@ -112,7 +126,7 @@ fixtures:
 	@sh tests/fixtures/fetch_tokenizers.sh >/dev/null
 	@$(PYTHON) tests/fixtures/gen_models.py --out build/fixtures
 
-check-build: all $(UNIT_BINS) $(BUILD)/tests/gguf_corrupt
+check-build: all $(UNIT_BINS) $(TOOL_BINS) $(BENCH_BINS) $(BUILD)/tests/gguf_corrupt
 
 # make check: everything a clean clone on a fresh Debian 12 needs, a second
 # build with clang (both compilers stay warning-free), then every
@@ -132,7 +146,7 @@ check-asan: deps
 	@$(MAKE) --no-print-directory fixtures
 	@BUILD=build/asan PYTHON=$(PYTHON) sh tests/run.sh
 
-bench: all
+bench: all $(BENCH_BINS)
 	@sh bench/run.sh $(BUILD)
 
 # libFuzzer targets (clang): every module's .c is compiled with the sanitizers
@@ -167,4 +181,4 @@ format:
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests $(BUILD)/bench -name '*.d' 2>/dev/null)

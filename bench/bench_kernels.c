@@ -1,12 +1,11 @@
 /* bench/bench_kernels.c — micro-benchmark of the tensor kernels (core/tensor.h).
  *
  * Build (after `make build/lib/libmgcore.a`; not yet wired into the Makefile):
- *   cc -O2 -std=c11 -D_GNU_SOURCE -I. -pthread -o build/bench_kernels \
- *      bench/bench_kernels.c build/lib/libmgcore.a -lm
+ *   make build/bench/bench_kernels   (make check-build builds it too)
  * Run:
- *   build/bench_kernels            every table this CPU has, full sizes
- *   build/bench_kernels --quick    fewer repetitions
- *   MOEGATE_ISA=avx2 build/bench_kernels   caps the "best" table
+ *   build/bench/bench_kernels            every table this CPU has, full sizes
+ *   build/bench/bench_kernels --quick    fewer repetitions
+ *   MOEGATE_ISA=avx2 build/bench/bench_kernels   caps the "best" table
  *
  * What it prints:
  *   1. ceilings on this host: read-sum memory bandwidth over a 64 MiB buffer
