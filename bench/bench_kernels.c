@@ -1,6 +1,6 @@
 /* bench/bench_kernels.c — micro-benchmark of the tensor kernels (core/tensor.h).
  *
- * Build (after `make build/lib/libmgcore.a`; not yet wired into the Makefile):
+ * Build:
  *   make build/bench/bench_kernels   (make check-build builds it too)
  * Run:
  *   build/bench/bench_kernels            every table this CPU has, full sizes
