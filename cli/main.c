@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
             "  moegate model inspect MODEL.gguf\n"
             "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
+            "  moegate tokenize (-m MODEL.gguf | --hf DIR) (-p TEXT | -f FILE) [--ids] [--special]\n"
             "  moegate policy check FILE | policy hash-key\n"
             "  moegate db migrate | audit verify | audit export   (see --help of each)\n"
             "  moegate version\n\n"
@@ -603,6 +604,8 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "model") && argc >= 3 && !strcmp(argv[2], "inspect"))
         return cmd_inspect(argc - 3, argv + 3);
+    if (!strcmp(cmd, "tokenize"))
+        return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "policy"))
         return cmd_policy(argc - 2, argv + 2);
     if (!strcmp(cmd, "db"))
