@@ -1,0 +1,135 @@
+/* moegate — small helpers the audit files share: PostgreSQL connection and
+ * command wrappers, hex, time, whole-file reads.
+ *
+ * Secrets: a connection string may hold a password, so no message built
+ * here ever includes it; libpq's own error text names host and port at
+ * most. Messages are trimmed of libpq's trailing newline.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit/audit_internal.h"
+#include "core/errors.h"
+
+/* libpq messages end with a newline and may span lines; keep the first. */
+static void pg_msg(char *dst, size_t len, const char *msg)
+{
+    snprintf(dst, len, "%s", msg ? msg : "");
+    char *nl = strchr(dst, '\n');
+    if (nl)
+        *nl = 0;
+}
+
+int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, char *err,
+                     size_t errlen)
+{
+    if (!conninfo) {
+        mg_err_set(err, errlen, "audit: no database connection string");
+        return MG_EINVAL;
+    }
+    char ct[16];
+    snprintf(ct, sizeof ct, "%d", connect_timeout_s > 0 ? connect_timeout_s : 3);
+    /* expand_dbname: conninfo may be a URI or key=value string; later
+     * keywords override, so an explicit connect_timeout in it wins. */
+    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {ct, "moegate-audit", conninfo, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (!c) {
+        mg_err_set(err, errlen, "audit: database: out of memory");
+        return MG_ENOMEM;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        char m[256];
+        pg_msg(m, sizeof m, PQerrorMessage(c));
+        mg_err_set(err, errlen, "audit: database connection failed: %s", m);
+        PQfinish(c);
+        return MG_EIO;
+    }
+    /* The chain and verify read and write times as timestamptz in UTC
+     * microseconds; binary transfer depends on integer datetimes. */
+    const char *idt = PQparameterStatus(c, "integer_datetimes");
+    if (!idt || strcmp(idt, "on")) {
+        mg_err_set(err, errlen, "audit: database: integer_datetimes is off (unsupported)");
+        PQfinish(c);
+        return MG_EUNSUPPORTED;
+    }
+    *out = c;
+    return 0;
+}
+
+int audit_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char m[256];
+        pg_msg(m, sizeof m, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        mg_err_set(err, errlen, "audit: database: %s", m);
+        PQclear(r);
+        return MG_EIO;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int64_t audit_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int audit_read_file(const char *path, size_t max, uint8_t **out, size_t *len, char *err,
+                    size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t *buf = NULL;
+    if (fd < 0) {
+        mg_err_set(err, errlen, "audit: cannot open %s: %s", path, strerror(errno));
+        return MG_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+        mg_err_set(err, errlen, "audit: %s: not a regular file of at most %zu bytes", path, max);
+        close(fd);
+        return MG_EFORMAT;
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return MG_ENOMEM;
+    }
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            mg_err_set(err, errlen, "audit: reading %s: %s", path,
+                       k < 0 ? strerror(errno) : "file shrank");
+            free(buf);
+            close(fd);
+            return MG_EIO;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+const char *audit_columns_sql(void)
+{
+    return "chain_id, seq, request_id, received_at, finished_at, tenant, key_id, client_addr, "
+           "client_subject, endpoint, domain, adapter_name, adapter_sha256, model_sha256, "
+           "sampling, prompt_tokens, completion_tokens, status, error, latency_us, redaction, "
+           "payload_mode, payload_key_id, prompt, completion, prev_hash, hash";
+}
