@@ -1,0 +1,675 @@
+/* Policy loading and the store: a valid file loads with the values it
+ * says; each class of mistake gives its exact message at its exact
+ * position; keys hash to SHA-256 (reference digests computed outside
+ * moegate, with Python's hashlib) and are found in constant time; a reload
+ * swaps the snapshot for new requests only, keeps the old one when the
+ * new file is invalid, and drops no request while readers hammer it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/errors.h"
+#include "policies/policy.h"
+
+/* hashlib.sha256(b'test-key-acme-0001-abcdefghijklmnopqrstuvwxyz') and
+ * the -beta-0002- one */
+#define KEY_A  "test-key-acme-0001-abcdefghijklmnopqrstuvwxyz"
+#define HASH_A "614dcb9971599c051ea081a4286fd2f2bee9aad64b7436e20c9a0a7c4f866e2e"
+#define KEY_B  "test-key-beta-0002-abcdefghijklmnopqrstuvwxyz"
+#define HASH_B "5c83436958c0313bdb3921341e0345846ba04b97d7f2e73ab9492c9e2153f171"
+
+static char dir[256];
+
+static void touch(const char *rel, int mode)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fclose(f);
+    chmod(p, (mode_t)mode);
+}
+
+static void mkd(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    mkdir(p, 0755);
+}
+
+static int setup(void **st)
+{
+    (void)st;
+    snprintf(dir, sizeof dir, "/tmp/mg_policy_XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    mkd("tls");
+    mkd("packs");
+    mkd("packs/finance");
+    mkd("packs/medical");
+    mkd("spool");
+    touch("tls/server.crt", 0644);
+    touch("tls/server.key", 0600);
+    touch("tls/ca.crt", 0644);
+    touch("model.gguf", 0644);
+    touch("enc.key", 0600);
+    setenv("MG_TEST_DSN", "host=/nonexistent", 1);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The smallest valid policy, line by line, so tests can name positions. */
+static const char *const BASE = "server:\n"                       /* 1 */
+                                "  listen: 127.0.0.1:8443\n"      /* 2 */
+                                "  tls_cert: tls/server.crt\n"    /* 3 */
+                                "  tls_key: tls/server.key\n"     /* 4 */
+                                "model:\n"                        /* 5 */
+                                "  path: model.gguf\n"            /* 6 */
+                                "domains:\n"                      /* 7 */
+                                "  - name: finance\n"             /* 8 */
+                                "    pack: packs/finance\n"       /* 9 */
+                                "  - name: medical\n"             /* 10 */
+                                "    pack: packs/medical\n"       /* 11 */
+                                "audit:\n"                        /* 12 */
+                                "  connection_env: MG_TEST_DSN\n" /* 13 */
+                                "  on_failure: reject\n"          /* 14 */
+                                "tenants:\n"                      /* 15 */
+                                "  - id: acme\n"                  /* 16 */
+                                "    api_keys:\n"                 /* 17 */
+                                "      - id: k1\n"                /* 18 */
+                                "        hash: sha256:" HASH_A "\n" /* 19 */
+                                "    domains: [finance]\n";       /* 20 */
+
+typedef struct diags {
+    int n, errors;
+    char line[32][400];
+} diags;
+
+static void collect(void *ud, const policy_diag *d)
+{
+    diags *g = ud;
+    if (d->severity == POLICY_ERROR)
+        g->errors++;
+    if (g->n < 32)
+        snprintf(g->line[g->n++], sizeof g->line[0], "%d:%d: %s: %s", d->line, d->column,
+                 d->severity == POLICY_ERROR ? "error" : "warning", d->message);
+}
+
+static void write_file(const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Loads text as dir/policy.yaml; returns the load's code. */
+static int load_text(const char *text, diags *g, policy **out)
+{
+    write_file("policy.yaml", text);
+    memset(g, 0, sizeof *g);
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/policy.yaml", dir);
+    policy_load_opts o = {.on_diag = collect, .ud = g};
+    policy *p = NULL;
+    int rc = policy_load(&p, path, &o, err, sizeof err);
+    if (out)
+        *out = p;
+    else
+        policy_release(p);
+    return rc;
+}
+
+/* BASE with the line starting with `from` replaced by `to` (which may hold
+ * several lines or be empty). */
+static char *edit(const char *from, const char *to)
+{
+    static char buf[8192];
+    const char *at = strstr(BASE, from);
+    assert_non_null(at);
+    const char *eol = strchr(at, '\n');
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - BASE), BASE, to, eol + 1);
+    return buf;
+}
+
+/* One error exactly: "line:col: error: message". */
+static void expect_one(const char *text, const char *want)
+{
+    diags g;
+    int rc = load_text(text, &g, NULL);
+    if (g.n != 1 || strcmp(g.line[0], want)) {
+        for (int i = 0; i < g.n; i++)
+            fprintf(stderr, "  got: %s\n", g.line[i]);
+        fprintf(stderr, "  want: %s\n", want);
+    }
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.line[0], want);
+    assert_int_equal(rc, strstr(want, ": error: ") ? MG_EFORMAT : 0);
+}
+
+static void test_base_loads(void **st)
+{
+    (void)st;
+    diags g;
+    policy *p = NULL;
+    assert_int_equal(load_text(BASE, &g, &p), 0);
+    assert_int_equal(g.n, 0);
+    const policy_config *c = policy_get_config(p);
+    assert_string_equal(c->server.host, "127.0.0.1");
+    assert_int_equal(c->server.port, 8443);
+    assert_true(c->server.tls && c->server.loopback);
+    char want[700], real[600];
+    assert_non_null(realpath(dir, real));
+    snprintf(want, sizeof want, "%s/tls/server.key", real);
+    assert_string_equal(c->server.tls_key, want); /* relative to the file's folder */
+    assert_int_equal(c->n_domains, 2);
+    assert_int_equal(c->n_tenants, 1);
+    const policy_tenant *t = policy_find_tenant(p, "acme");
+    assert_non_null(t);
+    assert_true(policy_tenant_allows_domain(t, "finance"));
+    assert_false(policy_tenant_allows_domain(t, "medical"));
+    assert_int_equal(t->roles, POLICY_ROLE_USER);
+    assert_int_equal(c->audit.on_failure, POLICY_AUDIT_REJECT);
+    assert_int_equal(c->model.chat_template, POLICY_TEMPLATE_AUTO);
+    assert_int_equal(c->server.max_body_bytes, 1 << 20);
+    policy_release(p);
+}
+
+static void test_values(void **st)
+{
+    (void)st;
+    diags g;
+    policy *p = NULL;
+    const char *text = edit("model:\n", "model:\n  threads: 8\n  context_length: 32768\n"
+                                        "  kv_memory: 24GiB\n  chat_template: deepseek3\n");
+    char buf[8192];
+    snprintf(buf, sizeof buf, "%s"
+                              "    rate_limit: {requests_per_minute: 60, tokens_per_minute: 9000}\n"
+                              "    max_tokens: 2048\n"
+                              "    retention: cn-network-6m\n"
+                              "    roles: [user, admin]\n"
+                              "    mtls_subjects: [\"CN=a,O=b\"]\n",
+             text);
+    /* mTLS needs a client CA */
+    char *ca = strstr(buf, "  tls_key: tls/server.key\n");
+    assert_non_null(ca);
+    char full[8192];
+    snprintf(full, sizeof full, "%.*s  tls_client_ca: tls/ca.crt\n%s", (int)(ca - buf), buf, ca);
+    assert_int_equal(load_text(full, &g, &p), 0);
+    assert_int_equal(g.n, 0);
+    const policy_config *c = policy_get_config(p);
+    assert_int_equal(c->model.threads, 8);
+    assert_int_equal(c->model.context_length, 32768);
+    assert_int_equal(c->model.kv_memory_bytes, (int64_t)24 << 30);
+    assert_int_equal(c->model.chat_template, POLICY_TEMPLATE_DEEPSEEK3);
+    const policy_tenant *t = &c->tenants[0];
+    assert_int_equal(t->rate.requests_per_minute, 60);
+    assert_int_equal(t->rate.tokens_per_minute, 9000);
+    assert_int_equal(t->max_tokens, 2048);
+    assert_int_equal(t->retention_days, 186);
+    assert_int_equal(t->roles, POLICY_ROLE_USER | POLICY_ROLE_ADMIN);
+    assert_ptr_equal(policy_find_subject(p, "CN=a,O=b"), t);
+    assert_null(policy_find_subject(p, "CN=a,O=c"));
+    policy_release(p);
+}
+
+/* ---- every class of mistake, exact message and position ----------------------------- */
+
+static void test_unknown_key(void **st)
+{
+    (void)st;
+    expect_one(edit("  listen:", "  listen: 127.0.0.1:8443\n  tsl: on\n"),
+               "3:3: error: server: unknown key 'tsl' (did you mean 'tls'?)");
+    expect_one(edit("model:\n", "model:\n  colour: blue\n"),
+               "6:3: error: model: unknown key 'colour' (expected one of: path, threads, "
+               "context_length, kv_memory, chat_template)");
+}
+
+static void test_wrong_type(void **st)
+{
+    (void)st;
+    expect_one(edit("model:\n", "model:\n  threads: many\n"),
+               "6:12: error: model.threads: expected an integer from 0 to 4096, got something "
+               "else");
+    expect_one(edit("model:\n", "model:\n  threads: \"8\"\n"),
+               "6:12: error: model.threads: expected an integer from 0 to 4096, got a quoted "
+               "string");
+    expect_one(edit("  path: model.gguf", "  path: [a, b]\n"),
+               "6:9: error: model.path: expected a string, got a list");
+    expect_one(edit("  listen:", "  listen: 127.0.0.1:8443\n  tls: yes\n"),
+               "3:8: error: server.tls: expected on or off");
+    expect_one(edit("model:\n", "model:\n  chat_template: llama\n"),
+               "6:18: error: model.chat_template: expected one of: auto, qwen3, chatml, "
+               "deepseek3, mistral");
+    expect_one(edit("model:\n", "model:\n  kv_memory: 3 apples\n"),
+               "6:14: error: model.kv_memory: expected a size from 0 to 1125899906842624 "
+               "bytes, such as 512MiB or 8GiB");
+}
+
+static void test_missing_required(void **st)
+{
+    (void)st;
+    expect_one(edit("  path: model.gguf", "  threads: 2\n"),
+               "6:3: error: model: missing required key 'path'");
+    expect_one(edit("        hash: sha256:", ""),
+               "18:9: error: tenants[0].api_keys[0]: missing required key 'hash'");
+}
+
+static void test_missing_file(void **st)
+{
+    (void)st;
+    char real[600], want[1400];
+    assert_non_null(realpath(dir, real));
+    snprintf(want, sizeof want,
+             "6:9: error: model.path: file 'nope.gguf' not found (resolved to '%s/nope.gguf')",
+             real);
+    expect_one(edit("  path: model.gguf", "  path: nope.gguf\n"), want);
+    snprintf(want, sizeof want,
+             "9:11: error: domains[0].pack: 'model.gguf' is not a folder (resolved to "
+             "'%s/model.gguf')",
+             real);
+    expect_one(edit("    pack: packs/finance", "    pack: model.gguf\n"), want);
+}
+
+static void test_duplicates(void **st)
+{
+    (void)st;
+    expect_one(edit("    domains: [finance]", "    domains: [finance]\n  - id: acme\n"
+                                             "    api_keys: [{id: k2, hash: sha256:" HASH_B "}]\n"
+                                             "    domains: [medical]\n"),
+               "21:9: error: tenants[1].id: duplicate tenant id 'acme' (first at 16:9)");
+    expect_one(edit("    pack: packs/medical", "    pack: packs/medical\n    pack: packs/x\n"),
+               "12:5: error: domains[1]: duplicate key 'pack' (first at 11:5)");
+    expect_one(edit("  - name: medical", "  - name: finance\n"),
+               "10:11: error: domains[1].name: duplicate domain 'finance' (first at 8:11)");
+    expect_one(edit("    domains: [finance]", "    domains: [finance]\n  - id: beta\n"
+                                             "    api_keys: [{id: k1, hash: sha256:" HASH_A "}]\n"
+                                             "    domains: [medical]\n"),
+               "22:31: error: tenants[1].api_keys[0].hash: same hash as tenants[0].api_keys[0] "
+               "(first at 19:15); a key belongs to one tenant and one id");
+}
+
+static void test_contradictions(void **st)
+{
+    (void)st;
+    expect_one(edit("    domains: [finance]", "    domains: [finance, legal]\n"),
+               "20:24: error: tenants[0].domains[1]: unknown domain 'legal' (defined: finance, "
+               "medical)");
+    expect_one(edit("    domains: [finance]", "    domains: [finance]\n    mtls_subjects: [CN=x]\n"),
+               "21:20: error: tenants[0].mtls_subjects: client certificate subjects need "
+               "server.tls_client_ca");
+    expect_one(edit("  on_failure: reject", "  on_failure: reject\n  payload: encrypt\n"),
+               "15:12: error: audit.payload: encrypt needs audit.encryption_key_file");
+    expect_one(edit("    pack: packs/medical", "    pack: packs/medical\n    adapter: legal-lora\n"),
+               "12:14: error: domains[1].adapter: unknown adapter 'legal-lora' (no adapters are "
+               "defined)");
+}
+
+static void test_weak_settings(void **st)
+{
+    (void)st;
+    diags g;
+    assert_int_equal(load_text(edit("  listen:", "  listen: 0.0.0.0:8080\n  tls: off\n"), &g, NULL),
+                     MG_EFORMAT);
+    assert_int_equal(g.errors, 1);
+    assert_string_equal(g.line[0], "3:8: error: server.tls: TLS is off on non-loopback address "
+                                   "'0.0.0.0'; plain HTTP there needs "
+                                   "server.allow_insecure_nonloopback: true");
+    /* explicitly allowed: a warning, and the cert settings are ignored ones */
+    assert_int_equal(load_text(edit("  listen:", "  listen: 10.1.2.3:8080\n  tls: off\n"
+                                                 "  allow_insecure_nonloopback: true\n"),
+                               &g, NULL),
+                     0);
+    assert_int_equal(g.errors, 0);
+    assert_int_equal(g.n, 3);
+    assert_string_equal(g.line[0], "3:8: warning: server.tls: TLS is off on non-loopback address "
+                                   "'10.1.2.3': API keys, prompts and answers cross the network "
+                                   "in clear text");
+    assert_string_equal(g.line[1], "5:13: warning: server.tls_cert: ignored because server.tls is off");
+    /* loopback without TLS is fine */
+    assert_int_equal(load_text(edit("  listen:", "  listen: '[::1]:8080'\n  tls: off\n"), &g, NULL), 0);
+    assert_int_equal(g.n, 2); /* the two ignored cert settings */
+    /* a raw key where the hash belongs: refused, and never quoted */
+    const char *secret = "sk-live-3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c";
+    char line[200];
+    snprintf(line, sizeof line, "        hash: %s\n", secret);
+    assert_int_equal(load_text(edit("        hash:", line), &g, NULL), MG_EFORMAT);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.line[0], "19:15: error: tenants[0].api_keys[0].hash: not a key hash: "
+                                   "expected 'sha256:' followed by 64 hex digits (make one with "
+                                   "'moegate policy hash-key'); if this value is a key, it is "
+                                   "exposed: rotate it");
+    assert_null(strstr(g.line[0], secret));
+    /* a secret file others can read */
+    touch("open.key", 0644);
+    expect_one(edit("  on_failure: reject", "  on_failure: reject\n  encryption_key_file: open.key\n"),
+               "15:24: warning: audit.encryption_key_file: 'open.key' holds a secret but is "
+               "readable by group or others (mode 0644); chmod 600 it");
+    /* a connection string in the file: refused without quoting it */
+    assert_int_equal(load_text(edit("  connection_env:", "  connection: postgres://u:hunter2@db/a\n"),
+                               &g, NULL),
+                     MG_EFORMAT);
+    assert_int_equal(g.n, 1);
+    assert_null(strstr(g.line[0], "hunter2"));
+    assert_string_equal(g.line[0], "13:3: error: audit.connection: a connection string is a "
+                                   "secret and must not be written in the policy; name a file "
+                                   "(connection_file) or an environment variable (connection_env)");
+}
+
+static void test_yaml_level(void **st)
+{
+    (void)st;
+    expect_one("server:\n  listen: [a\nmodel: {}\n",
+               "3:6: error: YAML syntax: did not find expected ',' or ']' while parsing a flow "
+               "sequence (line 2)");
+    expect_one(edit("  - name: medical", "  - name: &m medical\n"),
+               "10:11: error: anchors (&name) are not allowed in a policy file: write each "
+               "setting where it applies");
+    expect_one("", "0:0: error: the file is empty; expected a mapping with server, model, "
+                   "domains, tenants and audit");
+    expect_one("- a\n- b\n", "1:1: error: expected a mapping with server, model, domains, "
+                             "tenants and audit, got a list");
+}
+
+static void test_redaction_schema(void **st)
+{
+    (void)st;
+    char buf[8192];
+    snprintf(buf, sizeof buf, "%sredaction:\n  rules:\n    - detector: cn_passport\n", BASE);
+    expect_one(buf, "23:17: error: redaction.rules[0].detector: unknown detector 'cn_passport' "
+                    "(built-in: cn_resident_id, imsi, imei, bank_card, cn_mobile, us_ssn, iban, "
+                    "email, ipv4)");
+    snprintf(buf, sizeof buf, "%sredaction:\n  rules:\n    - name: mrn\n      pattern: 'MRN(\\d+'\n",
+             BASE);
+    expect_one(buf, "24:16: error: redaction.rules[0].pattern: invalid regular expression at "
+                    "offset 7: missing closing parenthesis");
+    snprintf(buf, sizeof buf,
+             "%sredaction:\n  rules:\n    - {detector: email}\n    - {detector: email, action: "
+             "block}\n",
+             BASE);
+    expect_one(buf, "24:18: error: redaction.rules[1].detector: duplicate rule 'email' (first at "
+                    "23:18)");
+    snprintf(buf, sizeof buf,
+             "%sredaction:\n  rules:\n    - {detector: email, action: erase}\n", BASE);
+    expect_one(buf, "23:33: error: redaction.rules[0].action: expected one of: redact, "
+                    "redact_input, redact_output, block");
+}
+
+static void test_all_errors_listed(void **st)
+{
+    (void)st;
+    /* several mistakes: all reported, sorted by position */
+    diags g;
+    const char *text = "server:\n  listen: nowhere\nmodel:\n  path: 5\n  treads: 2\n";
+    assert_int_equal(load_text(text, &g, NULL), MG_EFORMAT);
+    assert_int_equal(g.n, 8);
+    assert_string_equal(g.line[0], "1:1: error: top level: missing required key 'domains'");
+    assert_string_equal(g.line[3], "2:3: error: server: missing required key 'tls_cert'");
+    assert_string_equal(g.line[5], "2:11: error: server.listen: expected host:port, such as "
+                                   "127.0.0.1:8443 or [::1]:8443");
+    assert_string_equal(g.line[7], "5:3: error: model: unknown key 'treads' (did you mean "
+                                   "'threads'?)");
+}
+
+/* the example in policies/ loads without error in a tree with its files */
+static void test_example(void **st)
+{
+    (void)st;
+    FILE *f = fopen("policies/example.yaml", "r");
+    assert_non_null(f);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = 0;
+    fclose(f);
+    mkd("models");
+    mkd("adapters");
+    mkd("domains");
+    mkd("domains/finance");
+    mkd("domains/medical");
+    mkd("domains/telecom");
+    mkd("secrets");
+    mkd("keys");
+    touch("tls/clients-ca.crt", 0644);
+    touch("models/Qwen3-30B-A3B-Q4_K_M.gguf", 0644);
+    touch("adapters/finance-lora.gguf", 0644);
+    touch("adapters/medical-lora.gguf", 0644);
+    touch("secrets/audit-db.conninfo", 0600);
+    touch("keys/audit-payload.key", 0600);
+    touch("keys/checkpoint-ed25519.pem", 0600);
+    diags g;
+    policy *p = NULL;
+    assert_int_equal(load_text(text, &g, &p), 0);
+    for (int i = 0; i < g.n; i++)
+        fprintf(stderr, "example: %s\n", g.line[i]);
+    assert_int_equal(g.n, 0);
+    const policy_config *c = policy_get_config(p);
+    assert_int_equal(c->n_tenants, 4);
+    assert_int_equal(c->n_redaction_rules, 11);
+    assert_int_equal(c->audit.durability, POLICY_DURABILITY_STRICT);
+    assert_int_equal(policy_find_tenant(p, "acme-securities")->audit_payload,
+                     POLICY_PAYLOAD_ENCRYPT);
+    assert_int_equal(policy_find_tenant(p, "city-hospital")->retention_days, 6 * 366);
+    policy_release(p);
+}
+
+/* ---- keys ------------------------------------------------------------------------------- */
+
+static void test_key_hash(void **st)
+{
+    (void)st;
+    char h[POLICY_KEY_HASH_LEN + 1];
+    assert_int_equal(policy_key_hash(KEY_A, strlen(KEY_A), h, sizeof h), 0);
+    assert_string_equal(h, "sha256:" HASH_A);
+    assert_int_equal(policy_key_hash("", 0, h, sizeof h), MG_EINVAL);
+    char k1[POLICY_KEY_LEN + 1], k2[POLICY_KEY_LEN + 1];
+    assert_int_equal(policy_key_generate(k1, sizeof k1, NULL, 0), 0);
+    assert_int_equal(policy_key_generate(k2, sizeof k2, NULL, 0), 0);
+    assert_int_equal(strlen(k1), POLICY_KEY_LEN);
+    assert_memory_equal(k1, "mg_", 3);
+    assert_string_not_equal(k1, k2);
+    for (int i = 3; i < POLICY_KEY_LEN; i++)
+        assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                               k1[i]));
+
+    diags g;
+    policy *p = NULL;
+    assert_int_equal(load_text(edit("    domains: [finance]",
+                                    "    domains: [finance]\n  - id: beta\n"
+                                    "    api_keys: [{id: kb, hash: sha256:" HASH_B "}]\n"
+                                    "    domains: [medical]\n"),
+                               &g, &p),
+                     0);
+    const policy_api_key *k = policy_find_key(p, KEY_B, strlen(KEY_B));
+    assert_non_null(k);
+    assert_string_equal(k->id, "kb");
+    assert_string_equal(k->tenant->id, "beta");
+    k = policy_find_key(p, KEY_A, strlen(KEY_A));
+    assert_non_null(k);
+    assert_string_equal(k->tenant->id, "acme");
+    assert_null(policy_find_key(p, KEY_A, strlen(KEY_A) - 1));
+    assert_null(policy_find_key(p, "", 0));
+    policy_release(p);
+}
+
+/* ---- the store ----------------------------------------------------------------------------- */
+
+static void test_reload(void **st)
+{
+    (void)st;
+    char path[512], err[512];
+    write_file("store.yaml", BASE);
+    snprintf(path, sizeof path, "%s/store.yaml", dir);
+    policy_store *s = NULL;
+    assert_int_equal(policy_store_open(&s, path, NULL, err, sizeof err), 0);
+    const policy *old = policy_store_acquire(s);
+    assert_int_equal(policy_generation(old), 1);
+    assert_true(policy_tenant_allows_domain(policy_find_tenant(old, "acme"), "finance"));
+
+    /* a valid change: new requests see it, the held snapshot does not change */
+    write_file("store.yaml", edit("    domains: [finance]", "    domains: [medical]\n"));
+    assert_int_equal(policy_store_reload(s, err, sizeof err), 0);
+    const policy *cur = policy_store_acquire(s);
+    assert_int_equal(policy_generation(cur), 2);
+    assert_true(policy_tenant_allows_domain(policy_find_tenant(cur, "acme"), "medical"));
+    assert_true(policy_tenant_allows_domain(policy_find_tenant(old, "acme"), "finance"));
+    policy_release(old);
+    policy_release(cur);
+
+    /* an invalid file: refused with the reason, the last good one stays */
+    write_file("store.yaml", edit("    domains: [finance]", "    domains: [legal]\n"));
+    assert_int_equal(policy_store_reload(s, err, sizeof err), MG_EFORMAT);
+    char want[700];
+    snprintf(want, sizeof want,
+             "policy: %s:20:15: tenants[0].domains[0]: unknown domain 'legal' (defined: finance, "
+             "medical)",
+             path);
+    assert_string_equal(err, want);
+    cur = policy_store_acquire(s);
+    assert_int_equal(policy_generation(cur), 2);
+    assert_true(policy_tenant_allows_domain(policy_find_tenant(cur, "acme"), "medical"));
+    policy_release(cur);
+    /* a vanished file too */
+    char gone[600];
+    snprintf(gone, sizeof gone, "%s/store.yaml", dir);
+    unlink(gone);
+    assert_int_equal(policy_store_reload(s, err, sizeof err), MG_EIO);
+    cur = policy_store_acquire(s);
+    assert_int_equal(policy_generation(cur), 2);
+    policy_release(cur);
+    policy_store_close(s);
+}
+
+/* Readers acquire, use and release snapshots as fast as they can while
+ * the main thread reloads between two valid files (and an invalid one):
+ * every acquire yields a complete snapshot that authenticates the key and
+ * agrees with itself; no request fails. */
+typedef struct reader_arg {
+    policy_store *s;
+    atomic_int *stop;
+    long requests, failures;
+    uint64_t max_gen;
+} reader_arg;
+
+static void *reader(void *ud)
+{
+    reader_arg *a = ud;
+    while (!atomic_load(a->stop)) {
+        const policy *p = policy_store_acquire(a->s);
+        const policy_api_key *k = policy_find_key(p, KEY_A, strlen(KEY_A));
+        const policy_config *c = policy_get_config(p);
+        bool ok = k && k->tenant == &c->tenants[0] && c->n_tenants == 1 &&
+                  (policy_tenant_allows_domain(k->tenant, "finance") ||
+                   policy_tenant_allows_domain(k->tenant, "medical"));
+        if (policy_generation(p) > a->max_gen)
+            a->max_gen = policy_generation(p);
+        policy_release(p);
+        a->requests++;
+        a->failures += !ok;
+    }
+    return NULL;
+}
+
+static void test_reload_under_load(void **st)
+{
+    (void)st;
+    char path[512], err[512];
+    char *v1 = strdup(BASE), *v2 = strdup(edit("    domains: [finance]", "    domains: [medical]\n"));
+    char *bad = strdup(edit("    domains: [finance]", "    domains: [nope]\n"));
+    write_file("load.yaml", v1);
+    snprintf(path, sizeof path, "%s/load.yaml", dir);
+    policy_store *s = NULL;
+    assert_int_equal(policy_store_open(&s, path, NULL, err, sizeof err), 0);
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    enum { N = 4 };
+    pthread_t th[N];
+    reader_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (reader_arg){s, &stop, 0, 0, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+    }
+    int good = 0;
+    for (int r = 0; r < 60; r++) {
+        const char *text = r % 3 == 2 ? bad : r % 2 ? v2 : v1;
+        write_file("load.yaml.tmp", text);
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s/load.yaml.tmp", dir);
+        assert_int_equal(rename(tmp, path), 0); /* how operators replace files: atomically */
+        int rc = policy_store_reload(s, err, sizeof err);
+        assert_int_equal(rc, text == bad ? MG_EFORMAT : 0);
+        good += rc == 0;
+    }
+    atomic_store(&stop, 1);
+    long total = 0, failures = 0;
+    uint64_t max_gen = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        total += args[i].requests;
+        failures += args[i].failures;
+        if (args[i].max_gen > max_gen)
+            max_gen = args[i].max_gen;
+    }
+    const policy *p = policy_store_acquire(s);
+    assert_int_equal(policy_generation(p), 1 + good);
+    policy_release(p);
+    policy_store_close(s);
+    assert_true(total > 0);
+    assert_int_equal(failures, 0);
+    assert_true(max_gen <= (uint64_t)(1 + good));
+    free(v1);
+    free(v2);
+    free(bad);
+}
+
+static void test_sighup_flag(void **st)
+{
+    (void)st;
+    assert_int_equal(policy_sighup_install(), 0);
+    assert_false(policy_sighup_take());
+    raise(SIGHUP);
+    assert_true(policy_sighup_take());
+    assert_false(policy_sighup_take());
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_base_loads),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_wrong_type),
+        cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_contradictions),
+        cmocka_unit_test(test_weak_settings),
+        cmocka_unit_test(test_yaml_level),
+        cmocka_unit_test(test_redaction_schema),
+        cmocka_unit_test(test_all_errors_listed),
+        cmocka_unit_test(test_example),
+        cmocka_unit_test(test_key_hash),
+        cmocka_unit_test(test_reload),
+        cmocka_unit_test(test_reload_under_load),
+        cmocka_unit_test(test_sighup_flag),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
