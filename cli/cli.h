@@ -7,6 +7,8 @@
 #ifndef MOEGATE_CLI_H
 #define MOEGATE_CLI_H
 
+#include <stddef.h>
+
 /* moegate policy check|hash-key ... (cli/cmd_policy.c) */
 int cmd_policy(int argc, char **argv);
 /* moegate db migrate ... (cli/cmd_audit.c) */
@@ -16,6 +18,17 @@ int cmd_audit(int argc, char **argv);
 
 /* moegate tokenize ... (cli/cmd_tokenize.c) */
 int cmd_tokenize(int argc, char **argv);
+
+/* moegate template ... (cli/cmd_template.c) */
+int cmd_template(int argc, char **argv);
+
+/* A conversation in OpenAI's JSON shape -> chat_request (strings borrowed
+ * from conv). Returns 0, or 1 with a message in err; free with
+ * cli_conversation_free either way. */
+struct chat_request;
+struct json_t;
+int cli_conversation_parse(struct json_t *conv, struct chat_request *r, char *err, size_t errlen);
+void cli_conversation_free(struct chat_request *r);
 
 /* Opens a tokenizer from a GGUF model, an HF folder (tokenizer.json and,
  * when present, tokenizer_config.json) or explicit HF files; exactly one of

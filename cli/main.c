@@ -30,7 +30,9 @@
 #include "core/model.h"
 #include "core/sampler.h"
 #include "core/tensor.h"
-#include "core/vocab.h"
+#include "core/chat.h"
+#include "core/tokenizer.h"
+#include <jansson.h>
 
 #define MOEGATE_VERSION "0.1.0"
 
@@ -43,6 +45,7 @@ static void usage(FILE *f)
             "  moegate model inspect MODEL.gguf\n"
             "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
             "  moegate tokenize (-m MODEL.gguf | --hf DIR) (-p TEXT | -f FILE) [--ids] [--special]\n"
+            "  moegate template (--name NAME | -m MODEL.gguf) < conversations.jsonl\n"
             "  moegate policy check FILE | policy hash-key\n"
             "  moegate db migrate | audit verify | audit export   (see --help of each)\n"
             "  moegate version\n\n"
@@ -204,20 +207,52 @@ static void print_summary(const model *m)
 
 /* ---- run ----------------------------------------------------------------------------- */
 
-/* Length of the prefix of buf[0..n) that can be printed now: everything but
- * a trailing, still incomplete UTF-8 sequence (a valid lead byte followed by
- * fewer continuation bytes than it announces), which waits for the next
- * token so that a terminal never shows half a character. */
-static size_t utf8_printable(const unsigned char *buf, size_t n)
+/* The prompt's tokens: the text as is (BOS as the tokenizer asks), or as one
+ * user turn of the model's chat template with the assistant's turn opened. */
+static int32_t *encode_prompt(const tokenizer *tok, const model_info *I, const char *text, bool as_chat,
+                              const char *system, const char *tmpl_name, bool no_think, bool parse_special,
+                              int *n_out)
 {
-    for (size_t back = 1; back <= 3 && back <= n; back++) {
-        unsigned char c = buf[n - back];
-        if ((c & 0xc0) == 0x80)
-            continue; /* continuation byte: keep looking for the lead */
-        size_t need = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-        return need > back ? n - back : n;
+    char err[512];
+    unsigned flags = TOKENIZER_ADD_SPECIAL | (parse_special ? TOKENIZER_PARSE_SPECIAL : 0);
+    tokenizer_ids ids = {0};
+    int rc;
+    if (as_chat) {
+        enum chat_template t;
+        if (tmpl_name) {
+            t = chat_template_by_name(tmpl_name);
+            if (t == CHAT_TEMPLATE_NONE)
+                die("--template: unknown template '%s' (qwen3, qwen2, chatml, deepseek3, deepseek-r1, "
+                    "mistral, mistral-legacy)", tmpl_name);
+        } else if (chat_template_detect(tokenizer_chat_template(tok), tokenizer_pre(tok), I->arch_name, &t, err,
+                                        sizeof err)) {
+            die("%s", err);
+        }
+        chat_message msgs[2] = {{.role = "system", .content = system}, {.role = "user", .content = text}};
+        char bos[128] = "", eos[128] = "";
+        int nb = tokenizer_bos(tok) >= 0 ? tokenizer_token_bytes(tok, tokenizer_bos(tok), true, bos, sizeof bos - 1) : 0;
+        int ne = tokenizer_eos(tok) >= 0 ? tokenizer_token_bytes(tok, tokenizer_eos(tok), true, eos, sizeof eos - 1) : 0;
+        bos[nb > 0 && nb < (int)sizeof bos ? nb : 0] = '\0';
+        eos[ne > 0 && ne < (int)sizeof eos ? ne : 0] = '\0';
+        chat_request r = {.messages = system ? msgs : msgs + 1, .n_messages = system ? 2 : 1,
+                          .add_generation_prompt = true, .enable_thinking = no_think ? 0 : -1,
+                          .bos = bos, .eos = eos};
+        chat_prompt pr;
+        if (chat_render(t, &r, &pr, err, sizeof err))
+            die("%s", err);
+        /* the template writes BOS itself where the model wants it; control
+         * tokens count only where the template wrote them */
+        rc = tokenizer_encode_chat(tok, pr.text, pr.len, pr.plain, pr.n_plain, &ids);
+        chat_prompt_free(&pr);
+    } else {
+        rc = tokenizer_encode(tok, text, strlen(text), flags, &ids);
     }
-    return n;
+    if (rc)
+        die("run: cannot encode the prompt (%s)", mg_err_name(rc));
+    if (ids.n == 0)
+        die("run: the prompt encodes to no tokens");
+    *n_out = (int)ids.n;
+    return ids.ids;
 }
 
 static void dump_row(FILE *f, int pos, const float *logits, int64_t n)
@@ -231,8 +266,10 @@ static void dump_row(FILE *f, int pos, const float *logits, int64_t n)
 static int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL, *isa = NULL;
+    const char *system = NULL, *tmpl_name = NULL;
     int n_predict = 64, n_threads = 0, n_ctx = 0;
-    bool prefault = true, show_special = false;
+    bool prefault = true, show_special = false, as_chat = false, parse_special = false;
+    bool ignore_eos = false, no_think = false;
     sampler_params sp = sampler_defaults();
     args a = {argc, 0, argv};
     for (a.i = 0; a.i < argc; a.i++) {
@@ -271,6 +308,18 @@ static int cmd_run(int argc, char **argv)
             prefault = false;
         else if (!strcmp(s, "--show-special"))
             show_special = true;
+        else if (!strcmp(s, "--chat"))
+            as_chat = true;
+        else if (opt_val(&a, "--system", NULL, &v))
+            system = v;
+        else if (opt_val(&a, "--template", NULL, &v))
+            tmpl_name = v;
+        else if (!strcmp(s, "--no-think"))
+            no_think = true;
+        else if (!strcmp(s, "--special"))
+            parse_special = true;
+        else if (!strcmp(s, "--ignore-eos"))
+            ignore_eos = true;
         else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
             return 0;
@@ -279,11 +328,10 @@ static int cmd_run(int argc, char **argv)
     }
     if (!model_path)
         die("run: -m MODEL.gguf is required");
-    if (!tokens && !prompt)
-        die("run: give a prompt with -p TEXT or --tokens ID,ID,...");
-    if (!tokens && prompt)
-        die("run: text prompts need the tokenizer, which this build does not have yet; "
-            "pass token ids with --tokens ID,ID,...");
+    if (!!tokens + !!prompt != 1)
+        die("run: give a prompt with -p TEXT or --tokens ID,ID,... (one of them)");
+    if ((as_chat || system) && !prompt)
+        die("run: --chat and --system need a text prompt (-p)");
 
     char err[512];
     progress pr = {isatty(2), -1, now()};
@@ -294,8 +342,16 @@ static int cmd_run(int argc, char **argv)
         die("%s", err);
     print_summary(m);
     const model_info *I = model_get_info(m);
+    tokenizer *tok = NULL;
+    if (tokenizer_open_gguf(&tok, model_gguf(m), err, sizeof err)) {
+        if (prompt)
+            die("%s", err);
+        fprintf(stderr, "moegate: no tokenizer for printing text (%s); printing ids\n", err);
+    }
     int n_prompt;
-    int32_t *prompt_ids = parse_tokens(tokens, &n_prompt);
+    int32_t *prompt_ids = prompt ? encode_prompt(tok, I, prompt, as_chat || system, system, tmpl_name, no_think,
+                                                 parse_special, &n_prompt)
+                                 : parse_tokens(tokens, &n_prompt);
     for (int i = 0; i < n_prompt; i++)
         if (prompt_ids[i] >= I->n_vocab)
             die("--tokens: token id %d is outside the vocabulary (0..%lld)", prompt_ids[i],
@@ -311,9 +367,6 @@ static int cmd_run(int argc, char **argv)
     sampler *smp;
     if (sampler_create(&smp, I->n_vocab, &sp, err, sizeof err))
         die("%s", err);
-    vocab *voc = NULL;
-    if (vocab_open(&voc, model_gguf(m), err, sizeof err))
-        fprintf(stderr, "moegate: no vocabulary for printing text (%s); printing ids\n", err);
     FILE *df = NULL;
     if (dump && !(df = fopen(dump, "w")))
         die("--dump-logits: cannot write '%s': %s", dump, strerror(errno));
@@ -347,26 +400,25 @@ static int cmd_run(int argc, char **argv)
     /* generation: sample, print, feed back */
     double t1 = now();
     int n_gen = 0;
-    char piece[256];
-    unsigned char text[256 + 8]; /* held-back bytes + the new piece */
-    size_t held = 0;
+    tokenizer_stream ts;
+    size_t text_cap = tok ? tokenizer_max_piece_bytes(tok) + 8 : 0;
+    char *text = malloc(text_cap + 1);
+    if (!text)
+        die("out of memory");
+    if (tok)
+        tokenizer_stream_init(&ts, tok, show_special);
     for (int i = 0; i < n_predict; i++) {
-        int32_t tok = sampler_sample(smp, last, hist, n_prompt + n_gen);
-        hist[n_prompt + n_gen++] = tok;
-        if (voc) {
-            int len = vocab_decode(voc, tok, show_special, piece, sizeof piece);
-            if (len > 0) {
-                memcpy(text + held, piece, (size_t)len);
-                size_t n = held + (size_t)len, ok = utf8_printable(text, n);
-                fwrite(text, 1, ok, stdout);
-                memmove(text, text + ok, n - ok);
-                held = n - ok;
-            }
+        int32_t id = sampler_sample(smp, last, hist, n_prompt + n_gen);
+        hist[n_prompt + n_gen++] = id;
+        if (tok) {
+            int len = tokenizer_stream_push(&ts, id, text, text_cap);
+            if (len > 0)
+                fwrite(text, 1, (size_t)len, stdout);
         } else {
-            printf("%s%d", i ? " " : "", tok);
+            printf("%s%d", i ? " " : "", id);
         }
         fflush(stdout);
-        if (i == n_predict - 1)
+        if (i == n_predict - 1 || (tok && !ignore_eos && tokenizer_is_eog(tok, id)))
             break;
         int p = n_prompt + n_gen - 1;
         model_batch g = {1, &hist[p], &pos[p], seq, NULL};
@@ -377,7 +429,12 @@ static int cmd_run(int argc, char **argv)
             dump_row(df, p, logits, I->n_vocab);
     }
     double t_gen = now() - t1;
-    fwrite(text, 1, held, stdout); /* an incomplete sequence at the very end */
+    if (tok) {
+        int len = tokenizer_stream_flush(&ts, text, text_cap); /* an incomplete character at the end */
+        if (len > 0)
+            fwrite(text, 1, (size_t)len, stdout);
+    }
+    free(text);
     printf("\n");
     fflush(stdout); /* before the stderr lines, when both go to one pipe */
     fprintf(stderr, "tokens:");
@@ -398,7 +455,7 @@ static int cmd_run(int argc, char **argv)
     free(want);
     free(logits);
     free(prompt_ids);
-    vocab_free(voc);
+    tokenizer_free(tok);
     sampler_free(smp);
     model_kv_free(kv);
     model_close(m);
@@ -604,6 +661,8 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "model") && argc >= 3 && !strcmp(argv[2], "inspect"))
         return cmd_inspect(argc - 3, argv + 3);
+    if (!strcmp(cmd, "template"))
+        return cmd_template(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))
         return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "policy"))

@@ -960,7 +960,34 @@ typedef struct {
     size_t off, len;
 } segment;
 
+static int encode(const tokenizer *t, const char *text, size_t len, unsigned flags, const size_t *plain,
+                  size_t n_plain, tokenizer_ids *out);
+
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, unsigned flags, tokenizer_ids *out)
+{
+    return encode(t, text, len, flags, NULL, 0, out);
+}
+
+int tokenizer_encode_chat(const tokenizer *t, const char *text, size_t len, const size_t *plain, size_t n_plain,
+                          tokenizer_ids *out)
+{
+    for (size_t k = 0; k < n_plain; k++)
+        if (plain[2 * k] > plain[2 * k + 1] || plain[2 * k + 1] > len || (k && plain[2 * k] < plain[2 * k - 1]))
+            return MG_EINVAL;
+    return encode(t, text, len, TOKENIZER_PARSE_SPECIAL, plain, n_plain, out);
+}
+
+/* True when [a, b) overlaps one of the plain ranges; *k walks forward with
+ * the scan (a only grows). */
+static bool in_plain(const size_t *plain, size_t n_plain, size_t *k, size_t a, size_t b)
+{
+    while (*k < n_plain && plain[2 * *k + 1] <= a)
+        (*k)++;
+    return *k < n_plain && plain[2 * *k] < b;
+}
+
+static int encode(const tokenizer *t, const char *text, size_t len, unsigned flags, const size_t *plain,
+                  size_t n_plain, tokenizer_ids *out)
 {
     if (!t || !out || (!text && len))
         return MG_EINVAL;
@@ -970,6 +997,8 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, unsigned 
     size_t nseg = 0, segcap = 0;
     scratch s = {0};
     if (!unicode_utf8_valid(text, len)) {
+        if (plain)
+            return MG_EINVAL; /* a rendered prompt is built from valid UTF-8 */
         /* replace invalid subparts with U+FFFD, as JS decoding does */
         clean = malloc(len * 3 + 1);
         if (!clean)
@@ -986,7 +1015,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, unsigned 
     if ((flags & TOKENIZER_ADD_SPECIAL) && t->add_bos && t->bos >= 0 && (rc = ids_push(out, t->bos)))
         goto done;
     /* 1. cut out added tokens, longest first at each position */
-    size_t start = 0;
+    size_t start = 0, pk = 0;
     for (size_t i = 0; i < len;) {
         uint8_t b = (uint8_t)text[i];
         int32_t hit = -1;
@@ -995,6 +1024,8 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, unsigned 
             if (a->special && !(flags & TOKENIZER_PARSE_SPECIAL))
                 continue;
             if (a->len <= len - i && !memcmp(text + i, t->arena + a->off, a->len)) {
+                if (a->special && plain && in_plain(plain, n_plain, &pk, i, i + a->len))
+                    continue;
                 hit = k;
                 break;
             }

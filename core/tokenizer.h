@@ -88,6 +88,15 @@ void tokenizer_ids_free(tokenizer_ids *v);
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, unsigned flags,
                      tokenizer_ids *out);
 
+/* Encodes a rendered chat prompt: control tokens are matched (the template
+ * wrote them) except where they would overlap one of the n_plain byte
+ * ranges plain[2k] .. plain[2k+1] (sorted, disjoint): the text that came
+ * from messages. Nothing else differs from encoding the whole text with
+ * TOKENIZER_PARSE_SPECIAL, so the model sees exactly what its own template
+ * and tokenizer would give it. */
+int tokenizer_encode_chat(const tokenizer *t, const char *text, size_t len, const size_t *plain, size_t n_plain,
+                          tokenizer_ids *out);
+
 /* ---- decoding ------------------------------------------------------------ */
 
 /* The bytes token id stands for, into buf (not NUL-terminated): a control
