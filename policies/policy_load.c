@@ -256,11 +256,17 @@ static bool opt_int(vctx *c, const pnode *m, const char *path, const char *key, 
     if (!v)
         return false;
     int64_t x;
-    if (v->kind != PN_SCALAR || !v->plain || !parse_i64(v->str, &x) || x < lo || x > hi) {
+    bool num = v->kind == PN_SCALAR && v->plain && parse_i64(v->str, &x);
+    if (!num || x < lo || x > hi) {
+        /* an integer is no secret and helps; other text is not quoted */
+        char got[32];
+        if (num)
+            snprintf(got, sizeof got, "%lld", (long long)x);
+        else
+            snprintf(got, sizeof got, "%s",
+                     v->kind == PN_SCALAR && v->plain && !is_null(v) ? "text" : kind_name(v));
         verr(c, v, "%s.%s: expected an integer from %lld to %lld, got %s", path, key,
-             (long long)lo, (long long)hi,
-             v->kind == PN_SCALAR && v->plain && !is_null(v) ? "something else"
-                                                              : kind_name(v));
+             (long long)lo, (long long)hi, got);
         return false;
     }
     *out = x;
@@ -643,7 +649,7 @@ static void validate_adapters(vctx *c, const pnode *v)
     c->p->cfg.adapters = ad;
     for (int i = 0; i < v->n; i++) {
         const pnode *m = v->vals[i];
-        char path[64], field[80];
+        char path[64], field[128];
         snprintf(path, sizeof path, "adapters[%d]", i);
         if (!check_map(c, m, path, keys))
             continue;
@@ -674,7 +680,10 @@ static void list_names(char *buf, size_t len, const char *const *names, int n)
     buf[0] = 0;
     size_t used = 0;
     for (int i = 0; i < n; i++) {
-        if (!names[i])
+        bool seen = false; /* a duplicate was reported where it stands */
+        for (int j = 0; j < i && names[i]; j++)
+            seen |= names[j] && !strcmp(names[j], names[i]);
+        if (!names[i] || seen)
             continue;
         int w = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", names[i]);
         if (w < 0 || (size_t)w >= len - used)
@@ -698,7 +707,7 @@ static void validate_domains(vctx *c, const pnode *v)
         verr(c, v, "domains: expected at least one domain");
     for (int i = 0; i < v->n; i++) {
         const pnode *m = v->vals[i];
-        char path[64], field[80];
+        char path[64], field[128];
         snprintf(path, sizeof path, "domains[%d]", i);
         if (!check_map(c, m, path, keys))
             continue;
@@ -779,9 +788,12 @@ static void validate_audit(vctx *c, const pnode *m)
         }
     }
     int x = 0;
-    if (opt_enum(c, m, "audit", "on_failure", on_failure, &x))
+    bool of_ok = !get(m, "on_failure"); /* a bad value: no guessing what it implies */
+    if (opt_enum(c, m, "audit", "on_failure", on_failure, &x)) {
         au->on_failure = (policy_on_failure)x;
-    if (au->on_failure == POLICY_AUDIT_SPOOL)
+        of_ok = true;
+    }
+    if (au->on_failure == POLICY_AUDIT_SPOOL && of_ok)
         au->spool_dir = opt_path(c, m, "audit", "spool_dir", true, PATH_DIR, false);
     else if (get(m, "spool_dir"))
         vwarn(c, get(m, "spool_dir"), "audit.spool_dir: ignored because audit.on_failure is reject");
@@ -851,7 +863,7 @@ static void validate_redaction(vctx *c, const pnode *m)
         return;
     for (int i = 0; i < rv->n; i++) {
         const pnode *r = rv->vals[i];
-        char path[64], field[96], s[SHOW_MAX + 4];
+        char path[64], field[128], s[SHOW_MAX + 4];
         snprintf(path, sizeof path, "redaction.rules[%d]", i);
         if (!check_map(c, r, path, rule_keys))
             continue;
@@ -993,7 +1005,7 @@ static void validate_rate(vctx *c, const pnode *m, const char *path, policy_rate
 {
     static const char *const keys[] = {"requests_per_minute", "tokens_per_minute", NULL};
     const pnode *v = get(m, "rate_limit");
-    char p[96];
+    char p[192];
     snprintf(p, sizeof p, "%s.rate_limit", path);
     if (!v || !check_map(c, v, p, keys))
         return;
@@ -1010,7 +1022,7 @@ static int str_list(vctx *c, const pnode *v, const char *path, const char ***out
     if (!s)
         return 0;
     for (int i = 0; i < v->n; i++) {
-        char p[96];
+        char p[192];
         snprintf(p, sizeof p, "%s[%d]", path, i);
         const pnode *it = v->vals[i];
         if (it->kind != PN_SCALAR || is_null(it) || strlen(it->str) != it->len)
@@ -1088,7 +1100,7 @@ static void validate_tenants(vctx *c, const pnode *v)
 
     for (int i = 0; i < v->n; i++) {
         const pnode *m = v->vals[i];
-        char path[64], field[96];
+        char path[64], field[128];
         snprintf(path, sizeof path, "tenants[%d]", i);
         if (!check_map(c, m, path, keys))
             continue;
@@ -1201,7 +1213,7 @@ static void validate_tenants(vctx *c, const pnode *v)
             int first_key = n_all;
             for (int k = 0; k < kl->n; k++) {
                 const pnode *km = kl->vals[k];
-                char kp[96], kf[112];
+                char kp[160], kf[192];
                 snprintf(kp, sizeof kp, "%s[%d]", field, k);
                 if (!check_map(c, km, kp, key_keys))
                     continue;
@@ -1279,7 +1291,10 @@ static void validate_tenants(vctx *c, const pnode *v)
                 verr(c, sl, "%s: client certificate subjects need server.tls_client_ca%s", field,
                      c->tls ? "" : " (and server.tls on)");
         }
-        if (!get(m, "api_keys") && !get(m, "mtls_subjects"))
+        /* as written: entries with errors were reported already */
+        const pnode *kw = get(m, "api_keys"), *sw = get(m, "mtls_subjects");
+        if ((!kw || (kw->kind == PN_SEQ && kw->n == 0)) &&
+            (!sw || (sw->kind == PN_SEQ && sw->n == 0)))
             vwarn(c, m, "%s: no api_keys and no mtls_subjects: no client can authenticate as "
                         "this tenant",
                   path);

@@ -248,8 +248,7 @@ static void test_wrong_type(void **st)
 {
     (void)st;
     expect_one(edit("model:\n", "model:\n  threads: many\n"),
-               "6:12: error: model.threads: expected an integer from 0 to 4096, got something "
-               "else");
+               "6:12: error: model.threads: expected an integer from 0 to 4096, got text");
     expect_one(edit("model:\n", "model:\n  threads: \"8\"\n"),
                "6:12: error: model.threads: expected an integer from 0 to 4096, got a quoted "
                "string");
