@@ -1229,8 +1229,12 @@ int32_t tokenizer_find(const tokenizer *t, const char *s)
     for (int32_t i = 0; i < t->n_added; i++)
         if (t->added[i].len == n && !memcmp(t->arena + t->added[i].off, s, n))
             return t->added[i].id;
-    if (t->kind == TOKENIZER_SPM_BPE)
+    if (t->kind == TOKENIZER_SPM_BPE) {
+        int hex = n == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' ? hex_byte(s + 3) : -1;
+        if (hex >= 0 && t->byte_id[hex] >= 0)
+            return t->byte_id[hex];
         return tok_lookup_key(t, s, n);
+    }
     /* byte-level: s is spelt in the vocabulary's alphabet */
     char buf[4096];
     size_t o = 0;

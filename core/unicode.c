@@ -117,6 +117,8 @@ size_t unicode_utf8_complete_prefix(const char *s, size_t n)
         uint8_t b = p[n - back];
         if ((b & 0xC0) == 0x80)
             continue; /* continuation byte: keep looking */
+        if (b >= 0x80 && (b < 0xC2 || b > 0xF4))
+            return n; /* not a lead byte: nothing to wait for */
         int len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
         if (len <= (int)back)
             return n; /* complete (or ASCII) */
