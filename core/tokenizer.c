@@ -229,7 +229,9 @@ int32_t tok_lookup_key(const tokenizer *t, const char *s, size_t len)
 
 static int merge_insert(tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t merged)
 {
-    if ((t->n_merges + 1) * 2 > t->merge_mask + 1) {
+    /* load factor at most 1/2: most probes are for pairs that do not merge,
+     * and unsuccessful linear probing lengthens fast above that */
+    if ((t->n_merges + 1) * 2 > t->merge_mask + 1 || !t->merges) {
         uint32_t cap = t->merge_mask ? (t->merge_mask + 1) * 2 : 1 << 16;
         tok_merge_slot *m = calloc(cap, sizeof *m);
         if (!m)
@@ -432,6 +434,11 @@ static int merges_from_scores(tokenizer *t, const float *scores)
     return rc;
 }
 
+typedef struct scratch scratch;
+static int bpe_piece(const tokenizer *t, scratch *s, const char *w, size_t n, tokenizer_ids *out);
+static void scratch_free(scratch *s);
+static int compute_self(tokenizer *t);
+
 static void add_eog(tokenizer *t, int32_t id)
 {
     if (id < 0 || t->n_eog >= (int)(sizeof t->eog / sizeof t->eog[0]))
@@ -463,12 +470,25 @@ int tok_finish(tokenizer *t, const float *spm_scores, char *err, size_t errlen)
         for (int b = 0; b < 256; b++)
             if (t->byte_id[b] < 0)
                 t->byte_fallback = false;
+        /* may BPE run word by word? (see bpe_spm_words) */
+        t->spm_word_split = t->spm_spaces;
+        for (int32_t id = 0; id < t->n_vocab && t->spm_word_split; id++) {
+            const char *k = t->arena + t->key_off[id];
+            uint32_t len = t->key_len[id], i = 0;
+            while (i + 3 <= len && !memcmp(k + i, "\xe2\x96\x81", 3))
+                i += 3; /* the leading run */
+            for (; i + 3 <= len; i++)
+                if (!memcmp(k + i, "\xe2\x96\x81", 3))
+                    t->spm_word_split = false;
+        }
         if (t->n_merges == 0 && spm_scores) {
             rc = merges_from_scores(t, spm_scores);
             if (rc)
                 goto oom;
         }
     }
+    if ((rc = compute_self(t)))
+        goto oom;
     /* added tokens: sorted by first byte, longest first */
     if (t->n_added) {
         added_key *k = malloc((size_t)t->n_added * sizeof *k);
@@ -652,6 +672,7 @@ void tokenizer_free(tokenizer *t)
     free(t->key_len);
     free(t->piece_map);
     free(t->merges);
+    free(t->self);
     free(t->added);
     free(t->chat_template);
     free(t);
@@ -687,7 +708,7 @@ typedef struct {
 } span;
 
 /* Scratch buffers for one encode call, grown as needed. */
-typedef struct {
+struct scratch {
     char *norm;
     size_t norm_cap;
     span *sp[2];
@@ -697,7 +718,25 @@ typedef struct {
     struct bpe_cand *heap;
     size_t heap_cap;
     pcre2_match_data *md;
-} scratch;
+    /* Word cache for long inputs: the same words recur (Zipf), and looking
+     * a word up costs far less than merging it again. Per call, so the
+     * tokenizer stays immutable and shareable. */
+    struct cache_slot *cache; /* CACHE_SLOTS entries, or NULL */
+    char *cbytes;             /* words, back to back */
+    size_t cbytes_n, cbytes_cap;
+    int32_t *cids; /* their tokens, back to back */
+    size_t cids_n, cids_cap;
+};
+
+enum { CACHE_SLOTS = 1 << 14, CACHE_MAX_WORD = 64, CACHE_MIN_INPUT = 4096 };
+
+typedef struct cache_slot {
+    uint32_t hash;
+    uint16_t len;  /* 0: empty */
+    uint16_t nids;
+    uint32_t off;  /* into cbytes */
+    uint32_t ids;  /* into cids */
+} cache_slot;
 
 typedef struct bpe_sym {
     int32_t id; /* -1: a SentencePiece character the vocabulary lacks */
@@ -709,6 +748,7 @@ typedef struct bpe_cand {
     int32_t rank;
     int32_t left; /* symbol index = original position of its first character */
     int32_t left_id, right_id;
+    int32_t merged;
 } bpe_cand;
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -774,7 +814,7 @@ static void try_pair(const tokenizer *t, const bpe_sym *sym, int32_t left, bpe_c
         return;
     const tok_merge_slot *m = merge_find(t, sym[left].id, sym[right].id);
     if (m)
-        heap_push(heap, nh, (bpe_cand){m->rank, left, sym[left].id, sym[right].id});
+        heap_push(heap, nh, (bpe_cand){m->rank, left, sym[left].id, sym[right].id, m->merged});
 }
 
 /* BPE of one pre-token w[0..n) (bytes for byte-level; characters of the
@@ -812,8 +852,7 @@ static int bpe_piece(const tokenizer *t, scratch *s, const char *w, size_t n, to
         /* stale: either side merged since this pair was pushed */
         if (sym[l].id != c.left_id || r < 0 || sym[r].id != c.right_id || sym[l].len == 0)
             continue;
-        const tok_merge_slot *mg = merge_find(t, c.left_id, c.right_id);
-        sym[l].id = mg->merged;
+        sym[l].id = c.merged;
         sym[l].len += sym[r].len;
         sym[l].next = sym[r].next;
         if (sym[r].next >= 0)
@@ -839,6 +878,102 @@ static int bpe_piece(const tokenizer *t, scratch *s, const char *w, size_t n, to
             return rc;
     }
     return 0;
+}
+
+static void scratch_free(scratch *s)
+{
+    pcre2_match_data_free(s->md);
+    free(s->cache);
+    free(s->cbytes);
+    free(s->cids);
+    free(s->norm);
+    free(s->sp[0]);
+    free(s->sp[1]);
+    free(s->sym);
+    free(s->heap);
+    memset(s, 0, sizeof *s);
+}
+
+static int compute_self(tokenizer *t)
+{
+    t->self = calloc((size_t)t->n_vocab, 1);
+    if (!t->self)
+        return MG_ENOMEM;
+    scratch s = {0};
+    tokenizer_ids ids = {0};
+    int rc = 0;
+    for (int32_t id = 0; id < t->n_vocab && !rc; id++) {
+        if (t->key_len[id] < 2 || tok_lookup_key(t, t->arena + t->key_off[id], t->key_len[id]) != id)
+            continue;
+        ids.n = 0;
+        rc = bpe_piece(t, &s, t->arena + t->key_off[id], t->key_len[id], &ids);
+        t->self[id] = !rc && ids.n == 1 && ids.ids[0] == id;
+    }
+    tokenizer_ids_free(&ids);
+    scratch_free(&s);
+    return rc;
+}
+
+/* BPE through the word cache when the call has one. */
+static int bpe_cached(const tokenizer *t, scratch *s, const char *w, size_t n, tokenizer_ids *out)
+{
+    if (t->self && n > 1) {
+        int32_t id = tok_lookup_key(t, w, n);
+        if (id >= 0 && t->self[id])
+            return ids_push(out, id);
+    }
+    if (!s->cache || n > CACHE_MAX_WORD)
+        return bpe_piece(t, s, w, n, out);
+    uint32_t h = hash_bytes(w, n), i = h & (CACHE_SLOTS - 1);
+    for (int probe = 0; probe < 8; probe++, i = (i + 1) & (CACHE_SLOTS - 1)) {
+        cache_slot *c = &s->cache[i];
+        if (c->len == 0)
+            break;
+        if (c->hash == h && c->len == n && !memcmp(s->cbytes + c->off, w, n)) {
+            for (uint32_t k = 0; k < c->nids; k++)
+                if (ids_push(out, s->cids[c->ids + k]))
+                    return MG_ENOMEM;
+            return 0;
+        }
+    }
+    size_t before = out->n;
+    int rc = bpe_piece(t, s, w, n, out);
+    if (rc)
+        return rc;
+    size_t nids = out->n - before;
+    cache_slot *c = &s->cache[i];
+    if (c->len != 0 || nids > UINT16_MAX || s->cbytes_n + n > UINT32_MAX || s->cids_n + nids > UINT32_MAX)
+        return 0; /* probe run full: just not cached */
+    if (grow((void **)&s->cbytes, &s->cbytes_cap, s->cbytes_n + n, 1) ||
+        grow((void **)&s->cids, &s->cids_cap, s->cids_n + nids, sizeof *s->cids))
+        return 0;
+    memcpy(s->cbytes + s->cbytes_n, w, n);
+    memcpy(s->cids + s->cids_n, out->ids + before, nids * sizeof *s->cids);
+    *c = (cache_slot){h, (uint16_t)n, (uint16_t)nids, (uint32_t)s->cbytes_n, (uint32_t)s->cids_n};
+    s->cbytes_n += n;
+    s->cids_n += nids;
+    return 0;
+}
+
+/* SentencePiece has no pre-tokenizer: BPE runs over the whole segment. When
+ * no piece of the vocabulary has U+2581 after another character (checked at
+ * load: spm_word_split), no merge can cross the start of a "▁word", so the
+ * segment is merged word by word with the same result, in far less time. */
+static int bpe_spm_words(const tokenizer *t, scratch *s, const char *w, size_t n, tokenizer_ids *out)
+{
+    size_t start = 0;
+    for (size_t i = 3; i + 3 <= n; i++) {
+        if (memcmp(w + i, "\xe2\x96\x81", 3))
+            continue;
+        if (!memcmp(w + i - 3, "\xe2\x96\x81", 3))
+            continue; /* inside a run of U+2581 */
+        int rc = bpe_cached(t, s, w + start, i - start, out);
+        if (rc)
+            return rc;
+        start = i;
+        i += 2;
+    }
+    return bpe_cached(t, s, w + start, n - start, out);
 }
 
 /* Splits every span of in[] by re, keeping matches and the text between them
@@ -938,8 +1073,11 @@ static int encode_segment(const tokenizer *t, scratch *s, const char *text, size
         cur = 1 - cur;
         ns = nn;
     }
-    for (size_t i = 0; i < ns && !rc; i++)
-        rc = bpe_piece(t, s, buf + s->sp[cur][i].off, s->sp[cur][i].len, out);
+    for (size_t i = 0; i < ns && !rc; i++) {
+        const char *w = buf + s->sp[cur][i].off;
+        size_t wl = s->sp[cur][i].len;
+        rc = t->spm_word_split ? bpe_spm_words(t, s, w, wl, out) : bpe_cached(t, s, w, wl, out);
+    }
     free(nfc);
     return rc;
 }
@@ -1086,6 +1224,8 @@ static int encode(const tokenizer *t, const char *text, size_t len, unsigned fla
         rc = MG_ENOMEM;
         goto done;
     }
+    if (len >= CACHE_MIN_INPUT)
+        s.cache = calloc(CACHE_SLOTS, sizeof *s.cache); /* NULL: no cache, still correct */
     for (size_t k = 0; k < nseg && !rc; k++) {
         if (seg[k].added >= 0)
             rc = ids_push(out, t->added[seg[k].added].id);
@@ -1095,12 +1235,7 @@ static int encode(const tokenizer *t, const char *text, size_t len, unsigned fla
     if (!rc && (flags & TOKENIZER_ADD_SPECIAL) && t->add_eos && t->eos >= 0)
         rc = ids_push(out, t->eos);
 done:
-    pcre2_match_data_free(s.md);
-    free(s.norm);
-    free(s.sp[0]);
-    free(s.sp[1]);
-    free(s.sym);
-    free(s.heap);
+    scratch_free(&s);
     free(seg);
     free(clean);
     return rc;

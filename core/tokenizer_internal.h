@@ -48,6 +48,10 @@ struct tokenizer {
     int32_t *piece_map;
     uint32_t piece_mask;
 
+    /* self[id]: BPE of the piece's own key gives exactly [id], so a
+     * pre-token equal to the key needs no merging (computed at load) */
+    uint8_t *self;
+
     /* (left id, right id) -> (rank, merged id) */
     tok_merge_slot *merges;
     uint32_t merge_mask;
@@ -68,6 +72,7 @@ struct tokenizer {
     bool spm_prefix;  /* put U+2581 before each text segment */
     bool spm_spaces;  /* ' ' -> U+2581 */
     bool spm_strip_leading; /* decoder drops one leading space */
+    bool spm_word_split;    /* no piece has U+2581 after another character */
 
     /* pre-tokenizer: regex splits applied in order (behaviour Isolated) */
     pcre2_code *re[TOK_MAX_REGEX];

