@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "core/chat.h"
 #include "core/errors.h"
+#include "core/gguf.h"
 #include "core/tokenizer.h"
 
 void cli_conversation_free(chat_request *r)
@@ -150,7 +151,14 @@ int cmd_template(int argc, char **argv)
         tok = cli_open_tokenizer(model, hf, NULL, NULL);
         if (!tok)
             return 1;
-        if (chat_template_detect(tokenizer_chat_template(tok), tokenizer_pre(tok), NULL, &t, err, sizeof err)) {
+        char arch[64] = "";
+        gguf *g = NULL;
+        if (model && gguf_open(&g, model, err, sizeof err) == 0) {
+            gguf_get_cstr(g, "general.architecture", arch, sizeof arch);
+            gguf_close(g);
+        }
+        if (chat_template_detect(tokenizer_chat_template(tok), tokenizer_pre(tok), arch[0] ? arch : NULL, &t, err,
+                                 sizeof err)) {
             fprintf(stderr, "moegate: %s\n", err);
             tokenizer_free(tok);
             return 1;

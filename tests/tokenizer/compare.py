@@ -16,7 +16,7 @@ identical:
     SentencePiece vocabulary x with U+2581 read as a space, the one thing
     that tokenizer cannot tell apart).
 The same comparison runs on the tokenizers of the GGUF fixtures (loaded
-from GGUF metadata: merges for Qwen3, scores for Mixtral).
+from GGUF metadata: merges for Qwen3 and DeepSeek-V3, scores for Mixtral).
 Prints one line per check and exits 1 on any difference, showing the first
 few with the case and both id lists.
 """
@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 TOKENIZERS = ["qwen3", "deepseek_v3", "llama2"]
-GGUF_FIXTURES = {"qwen3moe-tiny-q8_0.gguf": "qwen3", "mixtral-tiny-q8_0.gguf": "llama2"}
+GGUF_FIXTURES = {"qwen3moe-tiny-q8_0.gguf": "qwen3", "mixtral-tiny-q8_0.gguf": "llama2",
+                 "tokenizer-deepseek_v3.gguf": "deepseek_v3"}
 
 
 def load_cases(quick):

@@ -15,5 +15,5 @@ quick=""
 [ "${QUICK:-}" = "--quick" ] && quick="--quick"
 rc=0
 "$PYTHON" tests/tokenizer/compare.py --moegate "$BUILD/moegate" --fixtures "$FIXTURES" $quick || rc=1
-"$PYTHON" tests/tokenizer/test_chat.py --moegate "$BUILD/moegate" || rc=1
+"$PYTHON" tests/tokenizer/test_chat.py --moegate "$BUILD/moegate" --fixtures "$FIXTURES" || rc=1
 exit $rc

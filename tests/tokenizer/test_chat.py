@@ -39,6 +39,7 @@ def run(cmd, lines):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moegate", required=True)
+    ap.add_argument("--fixtures", default="build/fixtures")
     args = ap.parse_args()
     node_dir = subprocess.run(["sh", os.path.join(HERE, "setup_node.sh")], check=True,
                               stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
@@ -101,6 +102,19 @@ def main():
         same = a == b
         ok &= same
         print("%-16s template text of the %s package selects %s: %s" % ("detect", pkg, want, "yes" if same else "NO"))
+
+    # ... and so do the GGUF fixtures' template texts, or their architecture
+    # and pre-tokenizer when they carry none (Mixtral's vocabulary package has none)
+    for fixture, want in (("qwen3moe-tiny-q8_0.gguf", "qwen3"), ("qwen2moe-tiny-q8_0.gguf", "qwen2"),
+                          ("tokenizer-deepseek_v3.gguf", "deepseek3"), ("mixtral-tiny-q8_0.gguf", "mistral-legacy")):
+        path = os.path.join(args.fixtures, fixture)
+        spec = json.load(open(specs[want], encoding="utf-8"))
+        a = run([args.moegate, "template", "-m", path], convs)
+        b = run([args.moegate, "template", "--name", want, "--bos", spec["bos_token"], "--eos", spec["eos_token"]],
+                convs)
+        same = a == b
+        ok &= same
+        print("%-16s %s selects %s: %s" % ("detect", fixture, want, "yes" if same else "NO"))
 
     for f in failures[:20]:
         print("MISMATCH " + f)
