@@ -636,6 +636,21 @@ static bool dup_name(vctx *c, const pnode *at, const char *path, const char *wha
     return false;
 }
 
+/* The entry's name under `key`, checked and unique among names[0..i);
+ * recorded in names[i] / at[i] when it is. */
+static const char *entry_name(vctx *c, const pnode *m, const char *path, const char *key,
+                              const char *what, const char **names, const pnode **at, int i)
+{
+    const char *name = need_name(c, m, path, key);
+    char field[128];
+    snprintf(field, sizeof field, "%s.%s", path, key);
+    if (name && !dup_name(c, get(m, key), field, what, name, names, at, i)) {
+        names[i] = name;
+        at[i] = get(m, key);
+    }
+    return name;
+}
+
 static void validate_adapters(vctx *c, const pnode *v)
 {
     static const char *const keys[] = {"name", "path", "sha256", NULL};
@@ -649,17 +664,12 @@ static void validate_adapters(vctx *c, const pnode *v)
     c->p->cfg.adapters = ad;
     for (int i = 0; i < v->n; i++) {
         const pnode *m = v->vals[i];
-        char path[64], field[128];
+        char path[64];
         snprintf(path, sizeof path, "adapters[%d]", i);
         if (!check_map(c, m, path, keys))
             continue;
         policy_adapter *a = &ad[c->p->cfg.n_adapters++];
-        a->name = need_name(c, m, path, "name");
-        snprintf(field, sizeof field, "%s.name", path);
-        if (a->name && !dup_name(c, get(m, "name"), field, "adapter", a->name, names, at, i)) {
-            names[i] = a->name;
-            at[i] = get(m, "name");
-        }
+        a->name = entry_name(c, m, path, "name", "adapter", names, at, i);
         a->path = opt_path(c, m, path, "path", true, PATH_FILE, false);
         const pnode *hv = need(c, m, path, "sha256");
         const char *h = hv ? as_str(c, hv, path, "sha256") : NULL;
@@ -707,17 +717,12 @@ static void validate_domains(vctx *c, const pnode *v)
         verr(c, v, "domains: expected at least one domain");
     for (int i = 0; i < v->n; i++) {
         const pnode *m = v->vals[i];
-        char path[64], field[128];
+        char path[64];
         snprintf(path, sizeof path, "domains[%d]", i);
         if (!check_map(c, m, path, keys))
             continue;
         policy_domain *d = &dm[c->p->cfg.n_domains++];
-        d->name = need_name(c, m, path, "name");
-        snprintf(field, sizeof field, "%s.name", path);
-        if (d->name && !dup_name(c, get(m, "name"), field, "domain", d->name, names, at, i)) {
-            names[i] = d->name;
-            at[i] = get(m, "name");
-        }
+        d->name = entry_name(c, m, path, "name", "domain", names, at, i);
         d->pack = opt_path(c, m, path, "pack", true, PATH_DIR, false);
         const pnode *av = get(m, "adapter");
         const char *an = av ? as_str(c, av, path, "adapter") : NULL;
@@ -1105,12 +1110,7 @@ static void validate_tenants(vctx *c, const pnode *v)
         if (!check_map(c, m, path, keys))
             continue;
         policy_tenant *t = &tn[cfg->n_tenants++];
-        t->id = need_name(c, m, path, "id");
-        snprintf(field, sizeof field, "%s.id", path);
-        if (t->id && !dup_name(c, get(m, "id"), field, "tenant id", t->id, ids, id_at, i)) {
-            ids[i] = t->id;
-            id_at[i] = get(m, "id");
-        }
+        t->id = entry_name(c, m, path, "id", "tenant id", ids, id_at, i);
         t->audit_payload = cfg->audit.payload;
         validate_rate(c, m, path, &t->rate);
         int64_t mt;

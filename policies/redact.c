@@ -316,16 +316,24 @@ int redactor_n_rules(const redactor *r)
     return r->n;
 }
 
+/* Makes room for one more element in *v (n used of *cap). */
+static int grow(void **v, int n, int *cap, size_t elem, int first)
+{
+    if (n < *cap)
+        return 0;
+    int c = *cap ? 2 * *cap : first;
+    void *p = realloc(*v, elem * (size_t)c);
+    if (!p)
+        return MG_ENOMEM;
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
 static rule *rule_push(redactor *r)
 {
-    if (r->n == r->cap) {
-        int cap = r->cap ? 2 * r->cap : 16;
-        rule *v = realloc(r->rules, sizeof *v * (size_t)cap);
-        if (!v)
-            return NULL;
-        r->rules = v;
-        r->cap = cap;
-    }
+    if (grow((void **)&r->rules, r->n, &r->cap, sizeof(rule), 16))
+        return NULL;
     rule *x = &r->rules[r->n];
     memset(x, 0, sizeof *x);
     return x;
@@ -522,25 +530,13 @@ static int placeholder_number(policy_redaction *r, const char *label, const char
         if (!strcmp(r->labels[i].label, label))
             lc = &r->labels[i];
     if (!lc) {
-        if (r->n_labels == r->cap_labels) {
-            int cap = r->cap_labels ? 2 * r->cap_labels : 8;
-            label_count *l = realloc(r->labels, sizeof *l * (size_t)cap);
-            if (!l)
-                return MG_ENOMEM;
-            r->labels = l;
-            r->cap_labels = cap;
-        }
+        if (grow((void **)&r->labels, r->n_labels, &r->cap_labels, sizeof(label_count), 8))
+            return MG_ENOMEM;
         lc = &r->labels[r->n_labels++];
         *lc = (label_count){label, 0};
     }
-    if (r->n_ent == r->cap_ent) {
-        int cap = r->cap_ent ? 2 * r->cap_ent : 16;
-        value_entry *e = realloc(r->ent, sizeof *e * (size_t)cap);
-        if (!e)
-            return MG_ENOMEM;
-        r->ent = e;
-        r->cap_ent = cap;
-    }
+    if (grow((void **)&r->ent, r->n_ent, &r->cap_ent, sizeof(value_entry), 16))
+        return MG_ENOMEM;
     if (2 * (r->n_ent + 1) > r->n_slot && slots_grow(r))
         return MG_ENOMEM;
     char *copy = malloc(n + 1);
@@ -700,6 +696,16 @@ static bool utf8_valid(const unsigned char *s, size_t n, size_t *bad)
 {
     size_t i = 0;
     while (i < n) {
+        /* ASCII runs eight bytes at a time */
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
         unsigned char c = s[i];
         if (c < 0x80) {
             i++;
