@@ -141,8 +141,11 @@ int audit_retention_apply(const audit_retention_opts *o, FILE *log, char *err, s
     for (int p = 0; p < PQntuples(parts); p++) {
         const char *name = PQgetvalue(parts, p, 0);
         int64_t end_us = strtoll(PQgetvalue(parts, p, 1), NULL, 10);
-        if (end_us > now)
+        if (end_us > now) {
+            if (log)
+                fprintf(log, "%s: kept (month not over)\n", name);
             continue;
+        }
         char *ident = PQescapeIdentifier(c, name, strlen(name));
         char sql[512];
         snprintf(sql, sizeof sql, "SELECT tenant, count(*) FROM %s GROUP BY tenant",

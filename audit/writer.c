@@ -748,7 +748,10 @@ static void process_batch(audit_writer *w, item *batch, int n, int64_t deadline_
             stat_add(w, &w->st.failed, 1);
             disconnect(w, err);
         }
-        if (audit_spool_pending_bytes(w->spool) >= w->o.spool_max_bytes) {
+        size_t need = 0;
+        for (int i = 0; i < n; i++)
+            need += lens[i] + 16; /* frame overhead */
+        if (audit_spool_pending_bytes(w->spool) + need > w->o.spool_max_bytes) {
             set_error(w, "audit: spool is full; records wait in memory");
             set_health(w, -1, 0);
         } else if (audit_spool_append(w->spool, encs, lens, n, err, sizeof err) == 0) {
@@ -760,6 +763,13 @@ static void process_batch(audit_writer *w, item *batch, int n, int64_t deadline_
             stat_add(w, &w->st.failed, 1);
             set_error(w, err);
             set_health(w, -1, 0);
+        }
+        if (!deadline_us) { /* close began while this batch was in hand */
+            pthread_mutex_lock(&w->mu);
+            bool stopping = w->stopping;
+            pthread_mutex_unlock(&w->mu);
+            if (stopping)
+                deadline_us = audit_now_us() + (int64_t)w->o.close_timeout_ms * 1000;
         }
         if (deadline_us && audit_now_us() > deadline_us)
             break;
