@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "moegate %s — Mixture-of-Experts inference\n\n"
             "usage:\n"
             "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
+            "  moegate chat -m MODEL.gguf [--system TEXT] [--template NAME] [--no-think] [-n N]\n"
             "  moegate model inspect MODEL.gguf\n"
             "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
             "  moegate tokenize (-m MODEL.gguf | --hf DIR) (-p TEXT | -f FILE) [--ids] [--special]\n"
@@ -464,6 +465,243 @@ static int cmd_run(int argc, char **argv)
 
 /* ---- model inspect ---------------------------------------------------------------- */
 
+/* ---- chat -------------------------------------------------------------------------- */
+
+/* The model's template, or the one named; dies with the reason otherwise. */
+static enum chat_template pick_template(const tokenizer *tok, const model_info *I, const char *name)
+{
+    char err[512];
+    enum chat_template t;
+    if (name) {
+        t = chat_template_by_name(name);
+        if (t == CHAT_TEMPLATE_NONE)
+            die("--template: unknown template '%s' (qwen3, qwen2, chatml, deepseek3, deepseek-r1, "
+                "mistral, mistral-legacy)", name);
+        return t;
+    }
+    if (chat_template_detect(tokenizer_chat_template(tok), tokenizer_pre(tok), I->arch_name, &t, err,
+                             sizeof err))
+        die("%s", err);
+    return t;
+}
+
+static void special_text(const tokenizer *tok, int32_t id, char *buf, size_t cap)
+{
+    int n = id >= 0 ? tokenizer_token_bytes(tok, id, true, buf, cap - 1) : 0;
+    buf[n > 0 && (size_t)n < cap ? n : 0] = '\0';
+}
+
+/* moegate chat: a conversation on stdin, one user turn per line; each answer
+ * streams to stdout, followed by an empty line. The conversation is rendered
+ * with the model's chat template every turn; the KV cache keeps the tokens
+ * the new rendering shares with the previous one, so each turn evaluates
+ * only what is new. "/reset" starts over. */
+static int cmd_chat(int argc, char **argv)
+{
+    const char *model_path = NULL, *system = NULL, *tmpl_name = NULL, *isa = NULL;
+    int n_predict = 512, n_threads = 0, n_ctx = 0;
+    bool no_think = false, show_special = false;
+    sampler_params sp = sampler_defaults();
+    args a = {argc, 0, argv};
+    for (a.i = 0; a.i < argc; a.i++) {
+        const char *v, *s = argv[a.i];
+        if (opt_val(&a, "--model", "-m", &v))
+            model_path = v;
+        else if (opt_val(&a, "--system", NULL, &v))
+            system = v;
+        else if (opt_val(&a, "--template", NULL, &v))
+            tmpl_name = v;
+        else if (opt_val(&a, "--n-predict", "-n", &v))
+            n_predict = (int)parse_int("-n", v, 1, 1 << 20);
+        else if (opt_val(&a, "--temp", NULL, &v))
+            sp.temperature = (float)parse_num("--temp", v);
+        else if (opt_val(&a, "--top-k", NULL, &v))
+            sp.top_k = (int)parse_int("--top-k", v, 0, INT_MAX);
+        else if (opt_val(&a, "--top-p", NULL, &v))
+            sp.top_p = (float)parse_num("--top-p", v);
+        else if (opt_val(&a, "--min-p", NULL, &v))
+            sp.min_p = (float)parse_num("--min-p", v);
+        else if (opt_val(&a, "--seed", NULL, &v))
+            sp.seed = (uint64_t)parse_int("--seed", v, 0, LLONG_MAX);
+        else if (opt_val(&a, "--threads", "-t", &v))
+            n_threads = (int)parse_int("--threads", v, 1, 512);
+        else if (opt_val(&a, "--ctx", "-c", &v))
+            n_ctx = (int)parse_int("--ctx", v, 16, 1 << 24);
+        else if (opt_val(&a, "--isa", NULL, &v))
+            isa = v;
+        else if (!strcmp(s, "--no-think"))
+            no_think = true;
+        else if (!strcmp(s, "--show-special"))
+            show_special = true;
+        else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            usage(stdout);
+            return 0;
+        } else
+            die("chat: unknown option '%s' (see moegate --help)", s);
+    }
+    if (!model_path)
+        die("chat: -m MODEL.gguf is required");
+    char err[512];
+    progress pr = {isatty(2), -1, now()};
+    model_opts mo = {.n_threads = n_threads, .isa = isa, .prefault = true, .progress = on_progress,
+                     .progress_ud = &pr};
+    model *m;
+    if (model_open(&m, model_path, &mo, err, sizeof err))
+        die("%s", err);
+    print_summary(m);
+    const model_info *I = model_get_info(m);
+    tokenizer *tok;
+    if (tokenizer_open_gguf(&tok, model_gguf(m), err, sizeof err))
+        die("%s", err);
+    enum chat_template tmpl = pick_template(tok, I, tmpl_name);
+    fprintf(stderr, "moegate: chat template %s\n", chat_template_name(tmpl));
+    if (n_ctx == 0)
+        n_ctx = (int)(I->n_ctx_train < 4096 ? I->n_ctx_train : 4096);
+    model_kv *kv;
+    sampler *smp;
+    if (model_kv_create(&kv, m, 1, n_ctx, err, sizeof err) || sampler_create(&smp, I->n_vocab, &sp, err, sizeof err))
+        die("%s", err);
+    char bos[128], eos[128];
+    special_text(tok, tokenizer_bos(tok), bos, sizeof bos);
+    special_text(tok, tokenizer_eos(tok), eos, sizeof eos);
+
+    /* the conversation: message texts are owned here */
+    size_t n_msg = 0, cap_msg = 16;
+    chat_message *msgs = calloc(cap_msg, sizeof *msgs);
+    int32_t *hist = malloc(sizeof(int32_t) * (size_t)n_ctx), *pos = malloc(sizeof(int32_t) * (size_t)n_ctx);
+    int32_t *seq = calloc((size_t)n_ctx, sizeof(int32_t));
+    uint8_t *want = calloc((size_t)n_ctx, 1);
+    float *logits = malloc(sizeof(float) * (size_t)I->n_vocab);
+    size_t text_cap = tokenizer_max_piece_bytes(tok) + 8;
+    char *piece = malloc(text_cap);
+    if (!msgs || !hist || !pos || !seq || !want || !logits || !piece)
+        die("out of memory");
+    for (int i = 0; i < n_ctx; i++)
+        pos[i] = i;
+    if (system)
+        msgs[n_msg++] = (chat_message){.role = "system", .content = strdup(system)};
+    int n_hist = 0; /* tokens whose keys and values are in the cache */
+    char *line = NULL;
+    size_t line_cap = 0;
+    bool tty = isatty(0);
+    for (;;) {
+        if (tty)
+            fputs("> ", stderr);
+        ssize_t nl = getline(&line, &line_cap, stdin);
+        if (nl < 0)
+            break;
+        while (nl > 0 && (line[nl - 1] == '\n' || line[nl - 1] == '\r'))
+            line[--nl] = '\0';
+        if (nl == 0)
+            continue;
+        if (!strcmp(line, "/reset")) {
+            for (size_t i = system ? 1 : 0; i < n_msg; i++)
+                free((void *)msgs[i].content);
+            n_msg = system ? 1 : 0;
+            n_hist = 0;
+            continue;
+        }
+        if (n_msg + 2 > cap_msg) {
+            cap_msg *= 2;
+            msgs = realloc(msgs, cap_msg * sizeof *msgs);
+            if (!msgs)
+                die("out of memory");
+        }
+        msgs[n_msg++] = (chat_message){.role = "user", .content = strdup(line)};
+        chat_request r = {.messages = msgs, .n_messages = n_msg, .add_generation_prompt = true,
+                          .enable_thinking = no_think ? 0 : -1, .bos = bos, .eos = eos};
+        chat_prompt p;
+        tokenizer_ids ids = {0};
+        if (chat_render(tmpl, &r, &p, err, sizeof err)) {
+            fprintf(stderr, "moegate: %s\n", err);
+            free((void *)msgs[--n_msg].content);
+            continue;
+        }
+        if (tokenizer_encode_chat(tok, p.text, p.len, p.plain, p.n_plain, &ids))
+            die("out of memory");
+        chat_prompt_free(&p);
+        if ((int)ids.n + n_predict > n_ctx) {
+            fprintf(stderr, "moegate: the conversation (%zu tokens) + -n %d no longer fits the context of %d "
+                            "(--ctx); /reset to start over\n", ids.n, n_predict, n_ctx);
+            free((void *)msgs[--n_msg].content);
+            tokenizer_ids_free(&ids);
+            continue;
+        }
+        /* evaluate only what differs from the cached tokens */
+        int common = 0;
+        while (common < n_hist && common < (int)ids.n - 1 && hist[common] == ids.ids[common])
+            common++;
+        memcpy(hist, ids.ids, ids.n * sizeof(int32_t));
+        int n_new = (int)ids.n - common;
+        memset(want + common, 0, (size_t)n_new);
+        want[ids.n - 1] = 1;
+        model_batch b = {n_new, hist + common, pos + common, seq, want + common};
+        /* logits has room for one row: only the last position asks for it */
+        if (model_forward(m, kv, &b, logits, err, sizeof err))
+            die("%s", err);
+        n_hist = (int)ids.n;
+        tokenizer_ids_free(&ids);
+        /* generate the answer */
+        tokenizer_stream ts;
+        tokenizer_stream_init(&ts, tok, show_special);
+        size_t ans_len = 0, ans_cap = 256;
+        char *ans = malloc(ans_cap);
+        if (!ans)
+            die("out of memory");
+        int prompt_end = n_hist;
+        for (int i = 0; i < n_predict && n_hist < n_ctx; i++) {
+            int32_t id = sampler_sample(smp, logits, hist + prompt_end, n_hist - prompt_end);
+            if (tokenizer_is_eog(tok, id))
+                break;
+            hist[n_hist] = id;
+            int k = tokenizer_stream_push(&ts, id, piece, text_cap);
+            if (k > 0) {
+                fwrite(piece, 1, (size_t)k, stdout);
+                fflush(stdout);
+            }
+            /* the answer as text, for the next turn's rendering */
+            int kb = tokenizer_token_bytes(tok, id, false, piece, text_cap);
+            if (ans_len + (size_t)kb + 1 > ans_cap) {
+                ans_cap = (ans_len + (size_t)kb + 1) * 2;
+                ans = realloc(ans, ans_cap);
+                if (!ans)
+                    die("out of memory");
+            }
+            memcpy(ans + ans_len, piece, (size_t)kb);
+            ans_len += (size_t)kb;
+            model_batch g = {1, &hist[n_hist], &pos[n_hist], seq, NULL};
+            n_hist++;
+            if (model_forward(m, kv, &g, logits, err, sizeof err))
+                die("%s", err);
+        }
+        int k = tokenizer_stream_flush(&ts, piece, text_cap);
+        if (k > 0)
+            fwrite(piece, 1, (size_t)k, stdout);
+        printf("\n\n");
+        fflush(stdout);
+        ans[ans_len] = '\0';
+        /* SentencePiece answers start with the space of their first piece */
+        if (tokenizer_get_kind(tok) == TOKENIZER_SPM_BPE && ans[0] == ' ')
+            memmove(ans, ans + 1, ans_len--);
+        msgs[n_msg++] = (chat_message){.role = "assistant", .content = ans};
+    }
+    for (size_t i = 0; i < n_msg; i++)
+        free((void *)msgs[i].content);
+    free(msgs);
+    free(line);
+    free(hist);
+    free(pos);
+    free(seq);
+    free(want);
+    free(logits);
+    free(piece);
+    sampler_free(smp);
+    model_kv_free(kv);
+    tokenizer_free(tok);
+    model_close(m);
+    return 0;
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
     if (argc != 1)
@@ -661,6 +899,8 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "model") && argc >= 3 && !strcmp(argv[2], "inspect"))
         return cmd_inspect(argc - 3, argv + 3);
+    if (!strcmp(cmd, "chat"))
+        return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "template"))
         return cmd_template(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))

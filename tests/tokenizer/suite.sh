@@ -6,6 +6,7 @@
 #                from tokenizer.json and from the GGUF fixtures' metadata
 #   test_chat.py every conversation rendered by moegate's built-in templates
 #                and by the published templates under @huggingface/jinja
+#   test_text_cli.py  run -p / --chat, chat (KV reuse), tokenize, template
 # QUICK=--quick (the sanitizer build): a fifth of the corpus.
 set -u
 BUILD=${BUILD:-build}
@@ -16,4 +17,5 @@ quick=""
 rc=0
 "$PYTHON" tests/tokenizer/compare.py --moegate "$BUILD/moegate" --fixtures "$FIXTURES" $quick || rc=1
 "$PYTHON" tests/tokenizer/test_chat.py --moegate "$BUILD/moegate" --fixtures "$FIXTURES" || rc=1
+"$PYTHON" tests/tokenizer/test_text_cli.py --moegate "$BUILD/moegate" --fixtures "$FIXTURES" || rc=1
 exit $rc
