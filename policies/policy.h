@@ -347,6 +347,19 @@ typedef struct policy_redact_result {
 int policy_redact(policy_redaction *r, policy_direction dir, const char *text, size_t len,
                   policy_redact_result *res, char *err, size_t errlen);
 
+/* Streamed output (SSE): pass generated text as it arrives; res->text is
+ * the redacted part that is safe to send now (possibly empty). The last
+ * POLICY_STREAM_HOLDBACK bytes or more are held back, and never cut next to
+ * a letter, digit or one of . - + @ _ % :, so a finding is released only
+ * once it is complete; a finding still open at the cut stays held back
+ * whole. Call once more with final = true (chunk may be empty) to release
+ * the rest. Findings longer than the holdback (custom patterns only) may be
+ * missed across a cut. Same codes as policy_redact; an incomplete UTF-8
+ * character at the end of a chunk waits for the next one. */
+#define POLICY_STREAM_HOLDBACK 256
+int policy_redact_stream(policy_redaction *r, const char *chunk, size_t len, bool final,
+                         policy_redact_result *res, char *err, size_t errlen);
+
 typedef struct policy_finding {
     const char *rule;  /* "cn_resident_id", or a custom rule's name */
     const char *label; /* placeholder label: "ID_CARD", "MRN" */

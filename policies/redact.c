@@ -424,6 +424,8 @@ struct policy_redaction {
     int n_slot;
     label_count *labels;
     int n_labels, cap_labels;
+    char *pend; /* streamed output not yet released: [n_pend] of [cap_pend] */
+    size_t n_pend, cap_pend;
 };
 
 int policy_redaction_create(policy_redaction **out, const policy *p)
@@ -458,6 +460,9 @@ void policy_redaction_free(policy_redaction *r)
         free(r->ent[i].value);
     }
     free(r->ent);
+    if (r->pend)
+        OPENSSL_cleanse(r->pend, r->cap_pend);
+    free(r->pend);
     free(r->slot);
     free(r->labels);
     free(r->found_in);
@@ -739,40 +744,42 @@ bad:
     return false;
 }
 
-int policy_redact(policy_redaction *r, policy_direction dir, const char *text, size_t len,
-                  policy_redact_result *res, char *err, size_t errlen)
+/* The accepted findings of text[0..len) for dir, sorted by start. */
+static int find_spans(policy_redaction *r, policy_direction dir, const char *text, size_t len,
+                      spans *acc, char *err, size_t errlen)
 {
-    spans cand = {0}, acc = {0};
-    char *out = NULL;
-    int rc = MG_EINVAL;
-    if (!r || !res || (!text && len)) {
-        mg_err_set(err, errlen, "policy: redact: no text or result given");
-        return MG_EINVAL;
-    }
-    memset(res, 0, sizeof *res);
-    if (!text)
-        text = "";
+    spans cand = {0};
+    int rc = 0;
     size_t bad = 0;
     if (!utf8_valid((const unsigned char *)text, len, &bad)) {
         mg_err_set(err, errlen, "policy: redact: the text is not valid UTF-8 (byte %zu)", bad);
         return MG_EINVAL;
     }
     const redactor *rd = r->p->red;
-    for (int i = 0; i < rd->n; i++)
-        if (applies(rd->rules[i].action, dir) &&
-            (rc = scan_rule(rd, i, r->md, text, len, &cand, err, errlen)))
-            goto fail;
+    for (int i = 0; i < rd->n && !rc; i++)
+        if (applies(rd->rules[i].action, dir))
+            rc = scan_rule(rd, i, r->md, text, len, &cand, err, errlen);
     /* candidates are in (priority, start) order: rules ran in priority order */
-    for (size_t i = 0; i < cand.n; i++)
-        if ((rc = accept_span(&acc, cand.v[i])))
-            goto fail;
+    for (size_t i = 0; i < cand.n && !rc; i++)
+        rc = accept_span(acc, cand.v[i]);
+    if (rc == MG_ENOMEM)
+        mg_err_set(err, errlen, "policy: redact: out of memory");
+    free(cand.v);
+    return rc;
+}
 
-    size_t cap = len + 48 * acc.n + 1 /* "[" label<=32 "_" n<=10 "]" */, used = 0, pos = 0;
-    rc = MG_ENOMEM;
-    if (!(out = malloc(cap)))
+/* Writes text[0..len) with the findings in acc (all inside it) replaced,
+ * counts them and decides blocking. */
+static int emit(policy_redaction *r, policy_direction dir, const char *text, size_t len,
+                const spans *acc, policy_redact_result *res, char *err, size_t errlen)
+{
+    const redactor *rd = r->p->red;
+    size_t cap = len + 48 * acc->n + 1 /* "[" label<=32 "_" n<=10 "]" */, used = 0, pos = 0;
+    char *out = malloc(cap);
+    if (!out)
         goto fail;
-    for (size_t i = 0; i < acc.n; i++) {
-        const span *s = &acc.v[i];
+    for (size_t i = 0; i < acc->n; i++) {
+        const span *s = &acc->v[i];
         const rule *x = &rd->rules[s->rule];
         char norm[256];
         size_t nn = normalise(x->builtin >= 0 ? &builtins[x->builtin] : NULL, text + s->start,
@@ -799,15 +806,117 @@ int policy_redact(policy_redaction *r, policy_direction dir, const char *text, s
     out[used] = 0;
     res->text = out;
     res->len = used;
-    res->n_found = (int)acc.n;
-    free(cand.v);
-    free(acc.v);
+    res->n_found = (int)acc->n;
     return 0;
 fail:
-    if (rc == MG_ENOMEM)
-        mg_err_set(err, errlen, "policy: redact: out of memory");
+    mg_err_set(err, errlen, "policy: redact: out of memory");
     free(out);
-    free(cand.v);
+    return MG_ENOMEM;
+}
+
+int policy_redact(policy_redaction *r, policy_direction dir, const char *text, size_t len,
+                  policy_redact_result *res, char *err, size_t errlen)
+{
+    if (!r || !res || (!text && len)) {
+        mg_err_set(err, errlen, "policy: redact: no text or result given");
+        return MG_EINVAL;
+    }
+    memset(res, 0, sizeof *res);
+    if (!text)
+        text = "";
+    spans acc = {0};
+    int rc = find_spans(r, dir, text, len, &acc, err, errlen);
+    if (rc == 0)
+        rc = emit(r, dir, text, len, &acc, res, err, errlen);
     free(acc.v);
     return rc;
+}
+
+/* ---- streamed output --------------------------------------------------------------------- */
+
+/* A byte that can be part of, or border, a finding of a built-in: a cut
+ * is never placed next to one, so the text on either side of a cut scans
+ * the same alone as together (lookarounds see no difference). */
+static bool sticky(unsigned char c)
+{
+    return isalnum(c) || (c && strchr(".-+@_%:", c));
+}
+
+int policy_redact_stream(policy_redaction *r, const char *chunk, size_t len, bool final,
+                         policy_redact_result *res, char *err, size_t errlen)
+{
+    if (!r || !res || (!chunk && len)) {
+        mg_err_set(err, errlen, "policy: redact: no text or result given");
+        return MG_EINVAL;
+    }
+    memset(res, 0, sizeof *res);
+    if (len > SIZE_MAX / 2 - r->n_pend) {
+        mg_err_set(err, errlen, "policy: redact: stream too long");
+        return MG_ERANGE;
+    }
+    if (r->n_pend + len + 1 > r->cap_pend) {
+        size_t cap = 2 * (r->n_pend + len) + 256;
+        char *p = malloc(cap);
+        if (!p) {
+            mg_err_set(err, errlen, "policy: redact: out of memory");
+            return MG_ENOMEM;
+        }
+        if (r->n_pend)
+            memcpy(p, r->pend, r->n_pend);
+        if (r->pend)
+            OPENSSL_cleanse(r->pend, r->cap_pend);
+        free(r->pend);
+        r->pend = p;
+        r->cap_pend = cap;
+    }
+    if (len)
+        memcpy(r->pend + r->n_pend, chunk, len);
+    r->n_pend += len;
+    const unsigned char *t = (const unsigned char *)r->pend;
+    size_t n = r->n_pend, cut = 0;
+    if (final)
+        cut = n;
+    else if (n > POLICY_STREAM_HOLDBACK) {
+        /* the last boundary at least HOLDBACK bytes before the end, at a
+         * character start, between two bytes no finding can contain */
+        for (size_t c = n - POLICY_STREAM_HOLDBACK; c > 0 && !cut; c--)
+            if ((t[c] & 0xc0) != 0x80 && !sticky(t[c]) && !sticky(t[c - 1]))
+                cut = c;
+        /* no such boundary in a long stretch: cut at a character start anyway */
+        for (size_t c = n - POLICY_STREAM_HOLDBACK; !cut && n > 16 * POLICY_STREAM_HOLDBACK && c > 0;
+             c--)
+            if ((t[c] & 0xc0) != 0x80)
+                cut = c;
+    }
+    spans acc = {0};
+    int rc = 0;
+    if (cut > 0)
+        rc = find_spans(r, POLICY_OUTPUT, r->pend, n, &acc, err, errlen);
+    if (rc == MG_EINVAL && !final && cut > 0) {
+        /* an incomplete character at the end: it completes in a later chunk */
+        size_t bad = 0;
+        utf8_valid(t, n, &bad);
+        if (n - bad < 4 && bad > cut) {
+            acc.n = 0;
+            rc = find_spans(r, POLICY_OUTPUT, r->pend, bad, &acc, err, errlen);
+        }
+    }
+    if (rc == 0) {
+        /* a finding across the cut moves the cut to its start */
+        size_t keep = 0;
+        for (size_t i = 0; i < acc.n; i++)
+            if (acc.v[i].start < cut && acc.v[i].end > cut)
+                cut = acc.v[i].start;
+        while (keep < acc.n && acc.v[keep].end <= cut)
+            keep++;
+        acc.n = keep;
+        rc = emit(r, POLICY_OUTPUT, r->pend, cut, &acc, res, err, errlen);
+    }
+    free(acc.v);
+    if (rc)
+        return rc;
+    memmove(r->pend, r->pend + cut, n - cut);
+    OPENSSL_cleanse(r->pend + (n - cut), cut);
+    r->n_pend = n - cut;
+    return 0;
 }

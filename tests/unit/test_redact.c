@@ -263,6 +263,62 @@ static void test_validators(void **st)
     assert_false(redact_iban_ok("DE8937040044053201300", 21)); /* DE is 22 long */
 }
 
+
+/* Streamed output in chunks of every size from 1 byte (which splits
+ * Chinese characters) up: the concatenation equals redacting the whole
+ * text at once, and the counts match. */
+static void test_stream(void **st)
+{
+    (void)st;
+    static char text[8192];
+    size_t n = 0;
+    for (int rep = 0; rep < 6; rep++)
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "第%d段：客户手机13800138000，卡号4111 1111 1111 1111，邮箱"
+                              "li.si@example.cn。The SSN 078-05-1120 and IBAN GB82 WEST 1234 "
+                              "5698 7654 32 were read back; server 10.0.%d.1 logged it. ",
+                              rep, rep);
+    policy_redaction *whole;
+    policy_redact_result all;
+    assert_int_equal(policy_redaction_create(&whole, pol), 0);
+    assert_int_equal(policy_redact(whole, POLICY_OUTPUT, text, n, &all, NULL, 0), 0);
+    assert_int_equal(all.n_found, 6 * 5); /* ipv4 is input-only here */
+    static const size_t sizes[] = {1, 2, 3, 7, 64, 300, 5000};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        policy_redaction *r;
+        assert_int_equal(policy_redaction_create(&r, pol), 0);
+        static char out[16384];
+        size_t used = 0;
+        for (size_t off = 0; off <= n; off += sizes[si]) {
+            size_t len = off + sizes[si] > n ? n - off : sizes[si];
+            bool final = off + sizes[si] >= n;
+            policy_redact_result res;
+            char err[128];
+            int rc = policy_redact_stream(r, text + off, len, final, &res, err, sizeof err);
+            if (rc)
+                fprintf(stderr, "chunk %zu at %zu: %s\n", sizes[si], off, err);
+            assert_int_equal(rc, 0);
+            assert_true(used + res.len < sizeof out);
+            memcpy(out + used, res.text, res.len);
+            used += res.len;
+            free(res.text);
+            if (final)
+                break;
+        }
+        out[used] = 0;
+        assert_string_equal(out, all.text);
+        policy_finding f[8];
+        int nf = policy_redaction_findings(r, f, 8);
+        int total = 0;
+        for (int i = 0; i < nf; i++)
+            total += f[i].output;
+        assert_int_equal(total, 30);
+        policy_redaction_free(r);
+    }
+    free(all.text);
+    policy_redaction_free(whole);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_ssn_iban),         cmocka_unit_test(test_imei_imsi),
         cmocka_unit_test(test_custom_pattern),   cmocka_unit_test(test_request_state),
         cmocka_unit_test(test_priority),         cmocka_unit_test(test_validators),
+        cmocka_unit_test(test_stream),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
