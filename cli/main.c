@@ -208,6 +208,42 @@ static void print_summary(const model *m)
 
 /* ---- run ----------------------------------------------------------------------------- */
 
+/* Options run and chat share: sampling, threads, context, kernels. Returns
+ * 1 when argv[a->i] was one of them (and consumed its value). */
+typedef struct common_opts {
+    sampler_params sp;
+    int n_threads, n_ctx;
+    const char *isa;
+} common_opts;
+
+static int common_opt(args *a, common_opts *o)
+{
+    const char *v;
+    if (opt_val(a, "--temp", NULL, &v))
+        o->sp.temperature = (float)parse_num("--temp", v);
+    else if (opt_val(a, "--top-k", NULL, &v))
+        o->sp.top_k = (int)parse_int("--top-k", v, 0, INT_MAX);
+    else if (opt_val(a, "--top-p", NULL, &v))
+        o->sp.top_p = (float)parse_num("--top-p", v);
+    else if (opt_val(a, "--min-p", NULL, &v))
+        o->sp.min_p = (float)parse_num("--min-p", v);
+    else if (opt_val(a, "--repeat-penalty", NULL, &v))
+        o->sp.repeat_penalty = (float)parse_num("--repeat-penalty", v);
+    else if (opt_val(a, "--repeat-last-n", NULL, &v))
+        o->sp.repeat_last_n = (int)parse_int("--repeat-last-n", v, -1, INT_MAX);
+    else if (opt_val(a, "--seed", NULL, &v))
+        o->sp.seed = (uint64_t)parse_int("--seed", v, 0, LLONG_MAX);
+    else if (opt_val(a, "--threads", "-t", &v))
+        o->n_threads = (int)parse_int("--threads", v, 1, 512);
+    else if (opt_val(a, "--ctx", "-c", &v))
+        o->n_ctx = (int)parse_int("--ctx", v, 1, 1 << 24);
+    else if (opt_val(a, "--isa", NULL, &v))
+        o->isa = v;
+    else
+        return 0;
+    return 1;
+}
+
 /* The prompt's tokens: the text as is (BOS as the tokenizer asks), or as one
  * user turn of the model's chat template with the assistant's turn opened. */
 static int32_t *encode_prompt(const tokenizer *tok, const model_info *I, const char *text, bool as_chat,
@@ -266,12 +302,12 @@ static void dump_row(FILE *f, int pos, const float *logits, int64_t n)
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL, *isa = NULL;
+    const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL;
     const char *system = NULL, *tmpl_name = NULL;
-    int n_predict = 64, n_threads = 0, n_ctx = 0;
+    int n_predict = 64;
     bool prefault = true, show_special = false, as_chat = false, parse_special = false;
     bool ignore_eos = false, no_think = false;
-    sampler_params sp = sampler_defaults();
+    common_opts co = {.sp = sampler_defaults()};
     args a = {argc, 0, argv};
     for (a.i = 0; a.i < argc; a.i++) {
         const char *v, *s = argv[a.i];
@@ -283,26 +319,8 @@ static int cmd_run(int argc, char **argv)
             tokens = v;
         else if (opt_val(&a, "--n-predict", "-n", &v))
             n_predict = (int)parse_int("-n", v, 0, 1 << 20);
-        else if (opt_val(&a, "--temp", NULL, &v))
-            sp.temperature = (float)parse_num("--temp", v);
-        else if (opt_val(&a, "--top-k", NULL, &v))
-            sp.top_k = (int)parse_int("--top-k", v, 0, INT_MAX);
-        else if (opt_val(&a, "--top-p", NULL, &v))
-            sp.top_p = (float)parse_num("--top-p", v);
-        else if (opt_val(&a, "--min-p", NULL, &v))
-            sp.min_p = (float)parse_num("--min-p", v);
-        else if (opt_val(&a, "--repeat-penalty", NULL, &v))
-            sp.repeat_penalty = (float)parse_num("--repeat-penalty", v);
-        else if (opt_val(&a, "--repeat-last-n", NULL, &v))
-            sp.repeat_last_n = (int)parse_int("--repeat-last-n", v, -1, INT_MAX);
-        else if (opt_val(&a, "--seed", NULL, &v))
-            sp.seed = (uint64_t)parse_int("--seed", v, 0, LLONG_MAX);
-        else if (opt_val(&a, "--threads", "-t", &v))
-            n_threads = (int)parse_int("--threads", v, 1, 512);
-        else if (opt_val(&a, "--ctx", "-c", &v))
-            n_ctx = (int)parse_int("--ctx", v, 1, 1 << 24);
-        else if (opt_val(&a, "--isa", NULL, &v))
-            isa = v;
+        else if (common_opt(&a, &co))
+            continue;
         else if (opt_val(&a, "--dump-logits", NULL, &v))
             dump = v;
         else if (!strcmp(s, "--no-prefault"))
@@ -327,6 +345,9 @@ static int cmd_run(int argc, char **argv)
         } else
             die("run: unknown option '%s' (see moegate --help)", s);
     }
+    int n_threads = co.n_threads, n_ctx = co.n_ctx;
+    const char *isa = co.isa;
+    sampler_params sp = co.sp;
     if (!model_path)
         die("run: -m MODEL.gguf is required");
     if (!!tokens + !!prompt != 1)
@@ -498,10 +519,10 @@ static void special_text(const tokenizer *tok, int32_t id, char *buf, size_t cap
  * only what is new. "/reset" starts over. */
 static int cmd_chat(int argc, char **argv)
 {
-    const char *model_path = NULL, *system = NULL, *tmpl_name = NULL, *isa = NULL;
-    int n_predict = 512, n_threads = 0, n_ctx = 0;
+    const char *model_path = NULL, *system = NULL, *tmpl_name = NULL;
+    int n_predict = 512;
     bool no_think = false, show_special = false;
-    sampler_params sp = sampler_defaults();
+    common_opts co = {.sp = sampler_defaults()};
     args a = {argc, 0, argv};
     for (a.i = 0; a.i < argc; a.i++) {
         const char *v, *s = argv[a.i];
@@ -513,22 +534,8 @@ static int cmd_chat(int argc, char **argv)
             tmpl_name = v;
         else if (opt_val(&a, "--n-predict", "-n", &v))
             n_predict = (int)parse_int("-n", v, 1, 1 << 20);
-        else if (opt_val(&a, "--temp", NULL, &v))
-            sp.temperature = (float)parse_num("--temp", v);
-        else if (opt_val(&a, "--top-k", NULL, &v))
-            sp.top_k = (int)parse_int("--top-k", v, 0, INT_MAX);
-        else if (opt_val(&a, "--top-p", NULL, &v))
-            sp.top_p = (float)parse_num("--top-p", v);
-        else if (opt_val(&a, "--min-p", NULL, &v))
-            sp.min_p = (float)parse_num("--min-p", v);
-        else if (opt_val(&a, "--seed", NULL, &v))
-            sp.seed = (uint64_t)parse_int("--seed", v, 0, LLONG_MAX);
-        else if (opt_val(&a, "--threads", "-t", &v))
-            n_threads = (int)parse_int("--threads", v, 1, 512);
-        else if (opt_val(&a, "--ctx", "-c", &v))
-            n_ctx = (int)parse_int("--ctx", v, 16, 1 << 24);
-        else if (opt_val(&a, "--isa", NULL, &v))
-            isa = v;
+        else if (common_opt(&a, &co))
+            continue;
         else if (!strcmp(s, "--no-think"))
             no_think = true;
         else if (!strcmp(s, "--show-special"))
@@ -539,6 +546,9 @@ static int cmd_chat(int argc, char **argv)
         } else
             die("chat: unknown option '%s' (see moegate --help)", s);
     }
+    int n_threads = co.n_threads, n_ctx = co.n_ctx;
+    const char *isa = co.isa;
+    sampler_params sp = co.sp;
     if (!model_path)
         die("chat: -m MODEL.gguf is required");
     char err[512];
