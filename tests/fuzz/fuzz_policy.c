@@ -7,8 +7,8 @@
  * starting "policy: " and at least one error diagnostic; every diagnostic
  * must have a message and a sane position. A snapshot that loads is then
  * used the way the gateway uses it: key lookups, tenant and domain checks,
- * a rate-limit admission and a redaction pass over fixed mixed text and
- * over the input itself (custom patterns from the input included).
+ * a rate-limit admission and redaction of fixed mixed text and of the
+ * input itself, whole and streamed (custom patterns from the input included).
  *
  *   make fuzz && build/fuzz/fuzz_policy -max_total_time=60 tests/fuzz/corpus/fuzz_policy
  */
@@ -146,6 +146,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 "mail a@b.cn, IP 10.0.0.1, SSN 078-05-1120, IBAN GB82WEST12345698765432";
             redact_once(r, POLICY_INPUT, mixed, sizeof mixed - 1);
             redact_once(r, POLICY_OUTPUT, copy, size);
+            /* the input again as a stream of 7-byte chunks */
+            for (size_t off = 0;; off += 7) {
+                size_t len = off + 7 > size ? size - off : 7;
+                bool final = off + 7 >= size;
+                policy_redact_result res;
+                char serr[256] = "";
+                int src = policy_redact_stream(r, copy + off, len, final, &res, serr, sizeof serr);
+                if (src == 0)
+                    free(res.text);
+                else if ((src != MG_EINVAL && src != MG_EBUSY) || strncmp(serr, "policy: ", 8))
+                    __builtin_trap();
+                if (src || final)
+                    break;
+            }
             policy_finding f[64];
             if (policy_redaction_findings(r, f, 64) > c->n_redaction_rules)
                 __builtin_trap();
