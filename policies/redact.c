@@ -667,6 +667,14 @@ static int scan_rule(const redactor *rd, int ri, pcre2_match_data *md, const cha
         }
         bool ok = b ? (!b->ok || b->ok(text + s, e - s))
                     : custom_valid(x->validator, text + s, e - s);
+        /* Grouped numbers: the pattern may have swallowed a following
+         * group ("4111 1111 1111 1111 123"); try the match cut back at each
+         * separator, longest first. A cut before a separator still meets
+         * the pattern's (?![0-9]). */
+        for (size_t k = e - 1; !ok && b && b->ok && k > s + 1; k--)
+            if ((text[k] == ' ' || text[k] == '-') && isalnum((unsigned char)text[k - 1]) &&
+                b->ok(text + s, k - s))
+                ok = true, e = k;
         if (ok) {
             if (spans_push(cand, (span){s, e, ri}))
                 return MG_ENOMEM;

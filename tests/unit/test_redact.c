@@ -138,6 +138,8 @@ static void test_bank_card(void **st)
                          "Visa [BANK_CARD_1], MC [BANK_CARD_2], Amex [BANK_CARD_3]");
     assert_string_equal(in("银联卡6250941006528599和6212-3456-7890-1232"),
                          "银联卡[BANK_CARD_1]和[BANK_CARD_2]");
+    /* a following group is not part of the card */
+    assert_string_equal(in("card 4111 1111 1111 1111 123 apples"), "card [BANK_CARD_1] 123 apples");
     same("card 4111111111111112 fails Luhn");
     same("ref 94111111111111111 is longer");
     same("卡号0000000000000000");
