@@ -62,9 +62,12 @@ static int cmd_check(int argc, char **argv)
     for (int i = 0; i < c->n_tenants; i++)
         n_keys += c->tenants[i].n_keys;
     printf("%s: valid: %d tenants, %d API keys, %d domains, %d adapters, %d redaction rules; "
-           "listening on %s (%s)\n",
+           "listening on %s (%s)",
            argv[0], c->n_tenants, n_keys, c->n_domains, c->n_adapters, c->n_redaction_rules,
            c->server.listen, c->server.tls ? "TLS" : "plain HTTP");
+    if (counts[1])
+        printf("; %d warning%s", counts[1], counts[1] == 1 ? "" : "s");
+    printf("\n");
     policy_release(p);
     return 0;
 }

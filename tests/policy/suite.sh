@@ -54,6 +54,12 @@ for y in "$CASES"/*.yaml; do
     rm -f "$tree/$name.yaml"
 done
 
+# a valid file with warnings says so in its summary
+cp "$CASES/valid_warnings.yaml" "$tree/"
+(cd "$tree" && "$MG" policy check valid_warnings.yaml >"$T/out" 2>/dev/null)
+grep -q '^valid_warnings.yaml: valid: 1 tenants, 0 API keys, 1 domains, 0 adapters, 2 redaction rules; listening on localhost:8080 (plain HTTP); 3 warnings$' "$T/out" &&
+    ok || bad "valid_warnings summary: $(cat "$T/out")"
+
 # secrets from weak.yaml never appear in what check prints
 cp "$CASES/weak.yaml" "$tree/"
 (cd "$tree" && "$MG" policy check weak.yaml >"$T/out" 2>&1)
