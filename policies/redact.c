@@ -724,6 +724,13 @@ static bool utf8_valid(const unsigned char *s, size_t n, size_t *bad)
             i++;
             continue;
         }
+        /* the common case in Chinese text: a 3-byte character outside the
+         * surrogates (E0 needs A0..BF next, ED needs 80..9F) */
+        if (c >= 0xe1 && c <= 0xef && c != 0xed && n - i > 2 && (s[i + 1] & 0xc0) == 0x80 &&
+            (s[i + 2] & 0xc0) == 0x80) {
+            i += 3;
+            continue;
+        }
         size_t k;
         uint32_t cp;
         if (c >= 0xc2 && c <= 0xdf)

@@ -233,6 +233,29 @@ static void test_request_state(void **st)
     char err[128];
     assert_int_equal(policy_redact(r, POLICY_INPUT, "a\xff", 2, &res, err, sizeof err), MG_EINVAL);
     assert_string_equal(err, "policy: redact: the text is not valid UTF-8 (byte 1)");
+    /* UTF-8 as Unicode defines it: what Python's strict decoder accepts */
+    static const struct {
+        const char *s;
+        bool ok;
+    } u[] = {
+        {"\xe4\xb8\xad\xe6\x96\x87", true},  /* 中文 */
+        {"\xf0\x9f\x98\x80", true},          /* U+1F600 */
+        {"\xee\x80\x80\xef\xbf\xbf", true},  /* U+E000, U+FFFF */
+        {"\xed\xa0\x80", false},              /* a surrogate */
+        {"\xe0\x80\xaf", false},              /* overlong '/' */
+        {"\xc0\xaf", false},                  /* overlong '/' */
+        {"\xf4\x90\x80\x80", false},          /* above U+10FFFF */
+        {"\xe4\xb8", false},                  /* cut short */
+        {"\xe4\x41\xad", false},              /* not a continuation */
+    };
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        int urc = policy_redact(r, POLICY_INPUT, u[i].s, strlen(u[i].s), &res, NULL, 0);
+        assert_int_equal(urc, u[i].ok ? 0 : MG_EINVAL);
+        if (urc == 0) {
+            assert_string_equal(res.text, u[i].s);
+            free(res.text);
+        }
+    }
     /* empty text */
     assert_int_equal(policy_redact(r, POLICY_INPUT, "", 0, &res, NULL, 0), 0);
     assert_string_equal(res.text, "");
