@@ -344,6 +344,32 @@ static void test_stream(void **st)
     policy_redaction_free(whole);
 }
 
+/* Many findings of interleaved kinds (a hostile body): every one found,
+ * numbered, in order; overlap resolution stays linear. */
+static void test_many_findings(void **st)
+{
+    (void)st;
+    enum { N = 10000 };
+    size_t cap = (size_t)N * 3 * 24, n = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(text + n, cap - n, "10.%d.%d.1 1380013%04d 078-05-%04d ",
+                              i / 256 % 256, i % 256, i, 1000 + i % 9000);
+    policy_redaction *r;
+    policy_redact_result res;
+    assert_int_equal(policy_redaction_create(&r, pol), 0);
+    assert_int_equal(policy_redact(r, POLICY_INPUT, text, n, &res, NULL, 0), 0);
+    assert_int_equal(res.n_found, 3 * N);
+    /* the SSNs repeat after 9000: the 10000th is the 1000th again */
+    const char *last = "[IPV4_10000] [PHONE_10000] [SSN_1000] ";
+    assert_string_equal(res.text + res.len - strlen(last), last);
+    assert_memory_equal(res.text, "[IPV4_1] [PHONE_1] [SSN_1] [IPV4_2] [PHONE_2] [SSN_2] ", 54);
+    free(res.text);
+    free(text);
+    policy_redaction_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -352,7 +378,7 @@ int main(void)
         cmocka_unit_test(test_ssn_iban),         cmocka_unit_test(test_imei_imsi),
         cmocka_unit_test(test_custom_pattern),   cmocka_unit_test(test_request_state),
         cmocka_unit_test(test_priority),         cmocka_unit_test(test_validators),
-        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_stream),           cmocka_unit_test(test_many_findings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
