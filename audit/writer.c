@@ -97,7 +97,6 @@ struct audit_writer {
     int *months;                    /* months whose partition exists (year*12+month-1) */
     int n_months, cap_months;
     audit_buf copy;                 /* COPY data, reused */
-    int64_t *seqs;                  /* per batch row, reused */
     uint8_t (*hashes)[AUDIT_HASH_LEN];
     int lost;
 };
@@ -518,18 +517,24 @@ static int pg_write(audit_writer *w, const audit_rec *recs, const uint8_t *const
     PGresult *r = NULL;
     bool in_tx = false;
     audit_ckpt ck;
-    bool with_ckpt = false;
     memcpy(prev, w->head_hash, sizeof prev);
     *n_done = 0;
 
     for (int i = 0; i < n; i++)
         if (!keep || keep[i])
             ensure_partition(w, month_of(recs[i].v[F_RECEIVED].i));
-    if (exec_or_err(w, "BEGIN", err, errlen))
-        goto fail;
-    in_tx = true;
     for (int i = 0; i < n; i++)
         rows += !keep || keep[i];
+    /* COPY on its own is one implicit transaction, committed (WAL flushed)
+     * before its result arrives; an explicit one costs two more round
+     * trips and is needed only to put a checkpoint in the same commit */
+    bool with_ckpt = force_ckpt ? w->signer && seq + rows > w->ckpt_seq
+                                : ckpt_due(w, seq + rows);
+    if (with_ckpt) {
+        if (exec_or_err(w, "BEGIN", err, errlen))
+            goto fail;
+        in_tx = true;
+    }
     if (rows) {
         char sql[1024];
         snprintf(sql, sizeof sql, "COPY audit_events (%s) FROM STDIN (FORMAT binary)",
@@ -553,7 +558,6 @@ static int pg_write(audit_writer *w, const audit_rec *recs, const uint8_t *const
                 rc = MG_ENOMEM;
                 goto fail_copy;
             }
-            w->seqs[k] = seq;
             copy_row(b, w->writer_id, seq, &recs[i], prev, w->hashes[k]);
             memcpy(prev, w->hashes[k], sizeof prev);
             k++;
@@ -581,21 +585,21 @@ static int pg_write(audit_writer *w, const audit_rec *recs, const uint8_t *const
         while ((r = PQgetResult(w->conn)))
             PQclear(r);
     }
-    if (force_ckpt ? seq > w->ckpt_seq && w->signer : ckpt_due(w, seq)) {
+    if (with_ckpt) {
         ck.seq = seq;
         memcpy(ck.hash, prev, sizeof ck.hash);
         ck.time_us = audit_now_us();
         if (insert_ckpt(w, &ck, err, errlen))
             goto fail;
-        with_ckpt = true;
+        r = PQexec(w->conn, "COMMIT");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            pg_error_text(err, errlen, w->conn, r);
+            goto fail;
+        }
+        PQclear(r);
+        r = NULL;
+        in_tx = false;
     }
-    r = PQexec(w->conn, "COMMIT");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        pg_error_text(err, errlen, w->conn, r);
-        goto fail;
-    }
-    PQclear(r);
-    in_tx = false;
     w->head_seq = seq;
     memcpy(w->head_hash, prev, sizeof prev);
     *n_done = rows;
@@ -613,7 +617,7 @@ static int pg_write(audit_writer *w, const audit_rec *recs, const uint8_t *const
     }
     return 0;
 fail_copy:
-    if (!err || !*err)
+    if (err && !*err)
         pg_error_text(err, errlen, w->conn, NULL);
     if (PQstatus(w->conn) == CONNECTION_OK)
         (void)PQputCopyEnd(w->conn, "moegate: batch aborted");
@@ -621,10 +625,10 @@ fail_copy:
         PQclear(r);
 fail:
     PQclear(r);
-    if (in_tx && PQstatus(w->conn) == CONNECTION_OK && rc == DUP_RETRY) {
+    if (rc == DUP_RETRY) { /* keep the connection: drain, and end the transaction */
         while ((r = PQgetResult(w->conn)))
             PQclear(r);
-        if (exec_or_err(w, "ROLLBACK", NULL, 0))
+        if (in_tx && exec_or_err(w, "ROLLBACK", NULL, 0))
             rc = MG_EIO;
     }
     return rc;
@@ -949,9 +953,8 @@ int audit_writer_open(audit_writer **out, const audit_opts *opts, char *err, siz
     w->spool_path = malloc(pl);
     w->cap = (size_t)w->o.queue_capacity;
     w->ring = calloc(w->cap, sizeof *w->ring);
-    w->seqs = malloc(sizeof *w->seqs * (size_t)w->o.max_batch);
     w->hashes = malloc(sizeof *w->hashes * (size_t)w->o.max_batch);
-    if (oom || !w->spool_path || !w->ring || !w->seqs || !w->hashes) {
+    if (oom || !w->spool_path || !w->ring || !w->hashes) {
         rc = MG_ENOMEM;
         goto fail;
     }
@@ -1003,7 +1006,6 @@ fail:
     free(w->ckpt_file);
     free(w->spool_path);
     free(w->ring);
-    free(w->seqs);
     free(w->hashes);
     free(w);
     return rc;
@@ -1047,7 +1049,6 @@ int audit_writer_close(audit_writer *w, char *err, size_t errlen)
     free(w->ckpt_file);
     free(w->spool_path);
     free(w->ring);
-    free(w->seqs);
     free(w->hashes);
     free(w->months);
     audit_buf_free(&w->copy);
