@@ -257,13 +257,17 @@ const policy_api_key *policy_find_key(const policy *p, const char *key, size_t l
 /* The tenant that owns a client certificate subject (exact match), or NULL. */
 const policy_tenant *policy_find_subject(const policy *p, const char *subject);
 
+/* Lookups by name (exact, case-sensitive); NULL / false when absent or
+ * given NULL. */
 const policy_tenant *policy_find_tenant(const policy *p, const char *id);
 bool policy_tenant_allows_domain(const policy_tenant *t, const char *domain);
 const policy_domain *policy_find_domain(const policy *p, const char *name);
 
 /* ---- the store: snapshot in force, atomic reload ---------------------------- */
 
-/* Loads path (as policy_load) and keeps it as the snapshot in force. */
+/* Loads path (as policy_load) and keeps it as the snapshot in force. The
+ * store copies path and *opts; opts' base_dir and ud must outlive it, and
+ * on_diag is called again (from the reloading thread) at every reload. */
 int policy_store_open(policy_store **out, const char *path, const policy_load_opts *opts,
                       char *err, size_t errlen);
 /* Frees the store's own reference; snapshots still held stay valid until
