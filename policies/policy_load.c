@@ -411,7 +411,9 @@ static char *resolve(vctx *c, const char *s)
 {
     if (s[0] == '/' || !c->base_dir)
         return arena_strndup(c->a, s, strlen(s));
-    return arena_printf(c->a, "%s/%s", c->base_dir, s);
+    size_t n = strlen(c->base_dir);
+    return arena_printf(c->a, "%s%s%s", c->base_dir, n && c->base_dir[n - 1] == '/' ? "" : "/",
+                        s);
 }
 
 /* A path value, resolved and checked. secret: the file holds a key or a
