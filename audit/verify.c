@@ -310,6 +310,8 @@ typedef struct chain_walk {
     int n_recent;
     const audit_ckpt *ck; /* this chain's checkpoints, sorted by seq */
     int n_ck, ck_i;
+    bool check_start;     /* the walk starts at the chain's beginning */
+    bool detached;        /* retention detached partitions: the start may be gone */
 } chain_walk;
 
 static void walk_row(vstate *v, chain_walk *w, PGresult *r, int row, audit_buf *enc)
@@ -346,8 +348,20 @@ static void walk_row(vstate *v, chain_walk *w, PGresult *r, int row, audit_buf *
                         w->chain, (long long)seq, (long long)w->last_seq);
         }
     } else {
-        /* the first record in range: its link is checked only when a
-         * trusted checkpoint names the record before it */
+        static const uint8_t zero[32];
+        if (w->check_start && seq == 1 && memcmp(prev, zero, 32))
+            problem(v, "chain %s seq 1: prev_hash of the first record is not zero", w->chain);
+        if (w->check_start && seq > 1) {
+            if (w->detached)
+                fprintf(v->out, "note: chain %s begins at seq %lld; retention detached "
+                                "partitions (see audit_retention_log)\n",
+                        w->chain, (long long)seq);
+            else
+                problem(v, "chain %s: records missing at the start, the chain begins at seq %lld",
+                        w->chain, (long long)seq);
+        }
+        /* otherwise the first record's link is checked only when a trusted
+         * checkpoint names the record before it */
         for (int i = 0; i < w->n_ck; i++)
             if (w->ck[i].seq == seq - 1 && memcmp(w->ck[i].hash, prev, 32))
                 problem(v, "chain %s seq %lld: prev_hash disagrees with the signed checkpoint "
@@ -398,7 +412,8 @@ static void walk_row(vstate *v, chain_walk *w, PGresult *r, int row, audit_buf *
 }
 
 static int walk_chain(PGconn *c, vstate *v, const char *chain, int64_t lo, int64_t hi,
-                      const audit_ckpt *ck, int n_ck, bool check_tail, char *err, size_t errlen)
+                      const audit_ckpt *ck, int n_ck, bool check_start, bool detached,
+                      bool check_tail, char *err, size_t errlen)
 {
     char sql[1024], slo[24], shi[24];
     chain_walk *w = calloc(1, sizeof *w);
@@ -409,6 +424,8 @@ static int walk_chain(PGconn *c, vstate *v, const char *chain, int64_t lo, int64
     w->chain = chain;
     w->ck = ck;
     w->n_ck = n_ck;
+    w->check_start = check_start;
+    w->detached = detached;
     snprintf(slo, sizeof slo, "%lld", (long long)lo);
     snprintf(shi, sizeof shi, "%lld", (long long)hi);
     snprintf(sql, sizeof sql,
@@ -493,8 +510,17 @@ int audit_verify(const audit_verify_opts *o, FILE *out, audit_verify_report *rep
         goto fail;
     if ((rc = load_db_ckpts(c, &cs, &v, err, errlen)))
         goto fail;
-    qsort(cs.c, (size_t)cs.n, sizeof *cs.c, cmp_ckpt);
+    if (cs.n > 1)
+        qsort(cs.c, (size_t)cs.n, sizeof *cs.c, cmp_ckpt);
 
+    r = PQexec(c, "SELECT count(*) FROM audit_retention_log");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        mg_err_set(err, errlen, "audit: verify: %s", PQresultErrorMessage(r));
+        rc = MG_EIO;
+        goto fail;
+    }
+    bool detached = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    PQclear(r);
     char from[40] = "-infinity", to[40] = "infinity";
     if (o->from_us)
         time_param(from, sizeof from, o->from_us);
@@ -527,7 +553,8 @@ int audit_verify(const audit_verify_opts *o, FILE *out, audit_verify_report *rep
          * checkpoint must still exist */
         if (!o->to_us)
             hi = INT64_MAX;
-        if ((rc = walk_chain(c, &v, chain, lo, hi, cs.c + k0, k1 - k0, !o->to_us, err, errlen)))
+        if ((rc = walk_chain(c, &v, chain, lo, hi, cs.c + k0, k1 - k0, !o->from_us, detached,
+                             !o->to_us, err, errlen)))
             goto fail;
     }
     /* chains that checkpoints know and the table lost entirely */
@@ -538,7 +565,11 @@ int audit_verify(const audit_verify_opts *o, FILE *out, audit_verify_report *rep
             bool seen = false;
             for (int i = 0; i < PQntuples(r) && !seen; i++)
                 seen = !strcmp(PQgetvalue(r, i, 0), cs.c[k].chain_id);
-            if (!seen) {
+            if (!seen && detached) {
+                fprintf(out, "note: chain %s has no records; retention detached partitions "
+                             "(see audit_retention_log)\n",
+                        cs.c[k].chain_id);
+            } else if (!seen) {
                 rep->checkpoints_checked++;
                 problem(&v, "chain %s: no records, but signed checkpoints name it up to seq "
                             "%lld",

@@ -119,6 +119,14 @@ check "verify finds a superuser's DELETE of the newest records (signed checkpoin
 sed 's/ truncw 200 \(.\)/ truncw 200 0/' "$T/trunc.ckpt" >"$T/forged.ckpt"
 "$MG" audit verify --db-env DB --checkpoints "$T/forged.ckpt" >"$T/v4.log" 2>&1
 check "a forged checkpoint line fails its signature" grep -q 'signature does not verify' "$T/v4.log"
+"$MG" audit verify --db-env DB --from 2100-01-01 >"$T/v6.log" 2>&1
+check "verify --from in the future sees nothing" grep -q '^verified 0 records' "$T/v6.log"
+"$MG" audit verify --db-env DB --from 2000-01-01T00:00:00Z --to @4102444800 >"$T/v7.log" 2>&1
+check "verify --from --to covers a range" grep -q '^verified 195 records' "$T/v7.log"
+q "SET session_replication_role = replica; DELETE FROM audit_events WHERE seq <= 3" >/dev/null
+"$MG" audit verify --db-env DB >"$T/v8.log" 2>&1
+check "verify finds the oldest records deleted" grep -q 'records missing at the start, the chain begins at seq 4' "$T/v8.log"
+check "verify exits 2 on a bad --from" sh -c "'$MG' audit verify --db-env DB --from yesterday >/dev/null 2>&1; [ \$? = 2 ]"
 q "SET session_replication_role = replica; UPDATE audit_events SET seq = CASE seq WHEN 50 THEN 51 ELSE 50 END WHERE seq IN (50, 51)" >/dev/null
 "$MG" audit verify --db-env DB >"$T/v5.log" 2>&1
 check "verify reports swapped records" grep -q 'reordered record\|broken link' "$T/v5.log"
@@ -197,6 +205,8 @@ check "expired month exported (40 records) and detached, never dropped" \
     sh -c "[ -n '$part' ] && [ \$(wc -l <'$T/exp/$part') = 40 ] && [ '$(q "SELECT count(*) FROM audit_events")' = 10 ] && [ '$(q "SELECT records FROM audit_retention_log")' = 40 ]"
 check "the detached table keeps its rows" \
     test "$(q "SELECT count(*) FROM ${part%.jsonl}" 2>/dev/null)" = 40
+"$MG" audit verify --db-env DB >"$T/v9.log" 2>&1
+check "verify after retention: remaining chain intact" grep -q '^verified 10 records in 1 chains.*: 0 problems' "$T/v9.log"
 "$MG" audit retention --db-env DB --export-dir "$T/exp" --default-days 365 --tenant acme=securities \
     --dry-run >"$T/ret2.log" 2>&1
 check "current month kept" grep -q "^audit_events_$(date -u +%Y%m): kept" "$T/ret2.log"
