@@ -477,9 +477,15 @@ done:
     return rc;
 }
 
-static void time_param(char *out, size_t len, int64_t us)
+/* timestamptz parameters for a [from, to) range; 0 means unbounded. */
+static void range_params(int64_t from_us, int64_t to_us, char from[40], char to[40])
 {
-    fmt_time(out, len, us);
+    snprintf(from, 40, "-infinity");
+    snprintf(to, 40, "infinity");
+    if (from_us)
+        fmt_time(from, 40, from_us);
+    if (to_us)
+        fmt_time(to, 40, to_us);
 }
 
 int audit_verify(const audit_verify_opts *o, FILE *out, audit_verify_report *rep, char *err,
@@ -521,11 +527,8 @@ int audit_verify(const audit_verify_opts *o, FILE *out, audit_verify_report *rep
     }
     bool detached = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
     PQclear(r);
-    char from[40] = "-infinity", to[40] = "infinity";
-    if (o->from_us)
-        time_param(from, sizeof from, o->from_us);
-    if (o->to_us)
-        time_param(to, sizeof to, o->to_us);
+    char from[40], to[40];
+    range_params(o->from_us, o->to_us, from, to);
     const char *params[2] = {from, to};
     r = PQexecParams(c,
                      "SELECT chain_id, min(seq), max(seq) FROM audit_events "
@@ -754,11 +757,8 @@ int audit_export(const audit_export_opts *o, FILE *out, uint64_t *n_out, char *e
         goto fail;
     if (audit_pg_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen))
         goto fail;
-    char from[40] = "-infinity", to[40] = "infinity";
-    if (o->from_us)
-        time_param(from, sizeof from, o->from_us);
-    if (o->to_us)
-        time_param(to, sizeof to, o->to_us);
+    char from[40], to[40];
+    range_params(o->from_us, o->to_us, from, to);
     char sql[1400];
     snprintf(sql, sizeof sql,
              "DECLARE audit_export NO SCROLL CURSOR FOR SELECT %s FROM %s "

@@ -191,6 +191,29 @@ static int parse_time(const char *s, int64_t *us)
     return 0;
 }
 
+/* --from T / --to T: 1 when argv[*i] was one (value parsed), 0 when not,
+ * -1 after printing why the time is bad. */
+static int range_opt(int argc, char **argv, int *i, int64_t *from, int64_t *to)
+{
+    const char *v;
+    int64_t *dst;
+    const char *name;
+    if ((v = opt(argc, argv, i, "--from"))) {
+        dst = from;
+        name = "--from";
+    } else if ((v = opt(argc, argv, i, "--to"))) {
+        dst = to;
+        name = "--to";
+    } else {
+        return 0;
+    }
+    if (parse_time(v, dst)) {
+        fprintf(stderr, "moegate: %s: bad time '%s'\n", name, v);
+        return -1;
+    }
+    return 1;
+}
+
 static int parse_days(const char *s)
 {
     if (!strcmp(s, "securities"))
@@ -271,17 +294,12 @@ static int cmd_verify(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (db_opt(&d, argc, argv, &i))
             continue;
-        if ((v = opt(argc, argv, &i, "--from"))) {
-            if (parse_time(v, &o.from_us)) {
-                fprintf(stderr, "moegate: --from: bad time '%s'\n", v);
-                return 2;
-            }
-        } else if ((v = opt(argc, argv, &i, "--to"))) {
-            if (parse_time(v, &o.to_us)) {
-                fprintf(stderr, "moegate: --to: bad time '%s'\n", v);
-                return 2;
-            }
-        } else if ((v = opt(argc, argv, &i, "--checkpoints"))) {
+        int tr = range_opt(argc, argv, &i, &o.from_us, &o.to_us);
+        if (tr < 0)
+            return 2;
+        if (tr > 0)
+            continue;
+        if ((v = opt(argc, argv, &i, "--checkpoints"))) {
             o.checkpoint_file = v;
         } else if ((v = opt(argc, argv, &i, "--pubkey"))) {
             o.public_key_file = v;
@@ -316,21 +334,16 @@ static int cmd_export(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (db_opt(&d, argc, argv, &i))
             continue;
+        int tr = range_opt(argc, argv, &i, &o.from_us, &o.to_us);
+        if (tr < 0)
+            return 2;
+        if (tr > 0)
+            continue;
         if ((v = opt(argc, argv, &i, "--format")))
             format = v;
         else if ((v = opt(argc, argv, &i, "--tenant")))
             o.tenant = v;
-        else if ((v = opt(argc, argv, &i, "--from"))) {
-            if (parse_time(v, &o.from_us)) {
-                fprintf(stderr, "moegate: --from: bad time '%s'\n", v);
-                return 2;
-            }
-        } else if ((v = opt(argc, argv, &i, "--to"))) {
-            if (parse_time(v, &o.to_us)) {
-                fprintf(stderr, "moegate: --to: bad time '%s'\n", v);
-                return 2;
-            }
-        } else if ((v = opt(argc, argv, &i, "--key")))
+        else if ((v = opt(argc, argv, &i, "--key")))
             o.key_file = v;
         else if ((v = opt(argc, argv, &i, "--key-id")))
             o.key_id = v;
