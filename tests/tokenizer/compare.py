@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 TOKENIZERS = ["qwen3", "deepseek_v3", "llama2"]
 GGUF_FIXTURES = {"qwen3moe-tiny-q8_0.gguf": "qwen3", "mixtral-tiny-q8_0.gguf": "llama2",
-                 "tokenizer-deepseek_v3.gguf": "deepseek_v3"}
+                 "tokenizers/deepseek_v3.gguf": "deepseek_v3"}
 
 
 def load_cases(quick):

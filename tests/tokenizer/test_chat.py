@@ -106,7 +106,7 @@ def main():
     # ... and so do the GGUF fixtures' template texts, or their architecture
     # and pre-tokenizer when they carry none (Mixtral's vocabulary package has none)
     for fixture, want in (("qwen3moe-tiny-q8_0.gguf", "qwen3"), ("qwen2moe-tiny-q8_0.gguf", "qwen2"),
-                          ("tokenizer-deepseek_v3.gguf", "deepseek3"), ("mixtral-tiny-q8_0.gguf", "mistral-legacy")):
+                          ("tokenizers/deepseek_v3.gguf", "deepseek3"), ("mixtral-tiny-q8_0.gguf", "mistral-legacy")):
         path = os.path.join(args.fixtures, fixture)
         spec = json.load(open(specs[want], encoding="utf-8"))
         a = run([args.moegate, "template", "-m", path], convs)
