@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,18 @@ int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, 
         mg_err_set(err, errlen, "audit: no database connection string");
         return MG_EINVAL;
     }
+    /* Parse first: libpq's parse errors quote pieces of the string, which
+     * may be a password; ours says nothing about its contents. */
+    char *perr = NULL;
+    bool is_conninfo = strchr(conninfo, '=') || !strncmp(conninfo, "postgres", 8);
+    PQconninfoOption *parsed = is_conninfo ? PQconninfoParse(conninfo, &perr) : NULL;
+    if (is_conninfo && !parsed) {
+        PQfreemem(perr);
+        mg_err_set(err, errlen, "audit: the database connection string is malformed (not "
+                                "shown: it may hold a password)");
+        return MG_EINVAL;
+    }
+    PQconninfoFree(parsed);
     char ct[16];
     snprintf(ct, sizeof ct, "%d", connect_timeout_s > 0 ? connect_timeout_s : 3);
     /* expand_dbname: conninfo may be a URI or key=value string; later

@@ -79,6 +79,7 @@ struct audit_writer {
     item *ring;
     size_t cap, head, count;
     uint64_t next_ticket, durable_upto;
+    uint64_t lost_from; /* first ticket lost at close (0: none); later ones count as lost too */
     bool stopping, ended;
     bool pg_ok, spool_ok;
     audit_stats st;
@@ -92,6 +93,7 @@ struct audit_writer {
     int64_t head_seq; /* 0 = empty chain; the first record is seq 1 */
     uint8_t head_hash[AUDIT_HASH_LEN];
     int64_t next_connect_us;
+    int64_t replay_retry_us; /* no replay attempt before this time */
     int backoff_ms;
     int64_t ckpt_seq, ckpt_time_us; /* last checkpoint written */
     int *months;                    /* months whose partition exists (year*12+month-1) */
@@ -490,6 +492,20 @@ static void append_ckpt_file(audit_writer *w, const audit_ckpt *c)
         close(fd);
 }
 
+/* Reads the pending results after a command. Bounded: on a broken
+ * connection libpq can keep reporting the same state, and the caller drops
+ * the connection anyway. */
+static void drain(PGconn *c)
+{
+    PGresult *r;
+    for (int i = 0; i < 16 && (r = PQgetResult(c)); i++) {
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (st == PGRES_COPY_IN)
+            (void)PQputCopyEnd(c, "moegate: batch aborted");
+    }
+}
+
 static int exec_or_err(audit_writer *w, const char *sql, char *err, size_t errlen)
 {
     PGresult *r = PQexec(w->conn, sql);
@@ -582,8 +598,7 @@ static int pg_write(audit_writer *w, const audit_rec *recs, const uint8_t *const
         }
         PQclear(r);
         r = NULL;
-        while ((r = PQgetResult(w->conn)))
-            PQclear(r);
+        drain(w->conn);
     }
     if (with_ckpt) {
         ck.seq = seq;
@@ -621,13 +636,12 @@ fail_copy:
         pg_error_text(err, errlen, w->conn, NULL);
     if (PQstatus(w->conn) == CONNECTION_OK)
         (void)PQputCopyEnd(w->conn, "moegate: batch aborted");
-    while ((r = PQgetResult(w->conn)))
-        PQclear(r);
+    drain(w->conn);
+    r = NULL;
 fail:
     PQclear(r);
     if (rc == DUP_RETRY) { /* keep the connection: drain, and end the transaction */
-        while ((r = PQgetResult(w->conn)))
-            PQclear(r);
+        drain(w->conn);
         if (in_tx && exec_or_err(w, "ROLLBACK", NULL, 0))
             rc = MG_EIO;
     }
@@ -783,6 +797,10 @@ static void process_batch(audit_writer *w, item *batch, int n, int64_t deadline_
         mark_durable(w, batch[n - 1].ticket);
     } else {
         w->lost += n;
+        pthread_mutex_lock(&w->mu);
+        if (!w->lost_from)
+            w->lost_from = batch[0].ticket;
+        pthread_mutex_unlock(&w->mu);
     }
     for (int i = 0; i < n; i++)
         free(batch[i].enc);
@@ -827,8 +845,11 @@ static void *writer_main(void *arg)
         /* one chunk of replay per turn, between batches of new records
          * (which go to the spool meanwhile, so order is kept), so that
          * neither starves the other */
-        if (w->conn && spool_pending)
-            replay_some(w);
+        if (w->conn && spool_pending && audit_now_us() >= w->replay_retry_us &&
+            !replay_some(w) && w->conn)
+            /* a failure that kept the connection (a spool read error): do not
+             * spin, try again in a second; last_error says what happened */
+            w->replay_retry_us = audit_now_us() + 1000000;
         maybe_checkpoint(w, false);
 
         pthread_mutex_lock(&w->mu);
@@ -836,10 +857,11 @@ static void *writer_main(void *arg)
             /* wake for reconnection, replay or a checkpoint */
             int64_t wake = audit_now_us() + (int64_t)w->o.checkpoint_interval_ms * 1000;
             if (audit_spool_pending_records(w->spool) > 0) {
-                if (w->conn)
+                int64_t next = w->conn ? w->replay_retry_us : w->next_connect_us;
+                if (next <= audit_now_us())
                     break;
-                if (w->next_connect_us < wake)
-                    wake = w->next_connect_us;
+                if (next < wake)
+                    wake = next;
             }
             struct timespec ts = {(time_t)(wake / 1000000), (long)(wake % 1000000) * 1000};
             /* cv uses CLOCK_REALTIME (the default), matching audit_now_us */
@@ -863,11 +885,20 @@ static void *writer_main(void *arg)
         if (n)
             process_batch(w, batch, n, stopping ? deadline : 0);
         if (stopping && n == 0) {
-            /* drained: try to empty the spool and close with a checkpoint */
+            /* drained: try to empty the spool and close with a checkpoint.
+             * Spooled records are durable already, so when the database
+             * stays unreachable after a few attempts, leave them for the
+             * next start rather than hold the shutdown. */
+            int attempts = 0;
             while (audit_spool_pending_records(w->spool) > 0 && audit_now_us() < deadline) {
-                if (!ensure_connected(w)) {
-                    sleep_ms(50);
-                    continue;
+                if (!w->conn) {
+                    if (attempts++ == 3)
+                        break;
+                    w->next_connect_us = 0;
+                    if (!ensure_connected(w)) {
+                        sleep_ms(100);
+                        continue;
+                    }
                 }
                 if (!replay_some(w))
                     sleep_ms(50);
@@ -1113,14 +1144,20 @@ int audit_wait_durable(audit_writer *w, uint64_t ticket, int timeout_ms)
         deadline_ts(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
-    while (w->durable_upto < ticket && !w->ended) {
+    if (ticket == 0 || ticket > w->next_ticket) {
+        pthread_mutex_unlock(&w->mu);
+        return MG_EINVAL;
+    }
+    while (w->durable_upto < ticket && !w->ended && !(w->lost_from && ticket >= w->lost_from)) {
         if (timeout_ms < 0) {
             pthread_cond_wait(&w->cv_durable, &w->mu);
         } else if (pthread_cond_timedwait(&w->cv_durable, &w->mu, &ts) == ETIMEDOUT) {
             break;
         }
     }
-    if (w->durable_upto < ticket)
+    if (w->lost_from && ticket >= w->lost_from)
+        rc = MG_EIO; /* conservative: a batch before it in the queue was lost */
+    else if (w->durable_upto < ticket)
         rc = w->ended ? MG_EIO : MG_EBUSY;
     pthread_mutex_unlock(&w->mu);
     return rc;

@@ -71,6 +71,8 @@ check "migrate refuses a changed applied migration" grep -q 'changed after it wa
 "$MG" db migrate --db "host=127.0.0.1 port=1 user=x password=sekret-pw-42 connect_timeout=2" \
     >"$T/m4.log" 2>&1
 check "a failed connection names no password" sh -c "! grep -q sekret '$T/m4.log' && grep -q 'connection failed' '$T/m4.log'"
+"$MG" db migrate --db "host=127.0.0.1 passwordsekret-pw-43" >"$T/m5.log" 2>&1
+check "a malformed connection string is not echoed" sh -c "! grep -q sekret '$T/m5.log' && grep -q malformed '$T/m5.log'"
 printf 'host=127.0.0.1 port=%s user=postgres dbname=mig\n' "$PGPORT" >"$T/conn.txt"
 check "--db-file works" sh -c "'$MG' db migrate --db-file '$T/conn.txt' | grep -q 'up to date'"
 
@@ -216,7 +218,7 @@ if [ "$QUICK" != "--quick" ]; then
     # PostgreSQL stopped for 10 s during 200 requests, then restarted
     DBNAME=outage
     newdb outage
-    "$LOAD" --db-env GW --spool "$T" --writer outw --n 200 --threads 2 --sleep-ms 120 --prefix out \
+    "$LOAD" --db-env GW --spool "$T" --writer outw --n 200 --threads 2 --sleep-ms 170 --prefix out \
         --close-ms 30000 >"$T/out.out" 2>&1 &
     LOADPID=$!
     sleep 2
@@ -228,7 +230,8 @@ if [ "$QUICK" != "--quick" ]; then
     LOADPID=
     check "outage: all 200 requests completed" \
         sh -c "[ $lrc = 0 ] && [ \$(grep -c '^completed' '$T/out.out') = 200 ]"
-    check "outage: the spool was used" sh -c "grep -q 'spooled=[1-9]' '$T/out.out'"
+    check "outage: the spool was used and replayed while serving" \
+        sh -c "grep -q 'spooled=[1-9]' '$T/out.out' && grep -q 'replayed=[1-9]' '$T/out.out'"
     check "outage: every request present exactly once" \
         test "$(q "SELECT count(*), count(DISTINCT request_id) FROM audit_events")" = "200|200"
     check "outage: chain intact" "$PYTHON" "$HERE/chain_check.py" "$PG_BIN/psql" "$PGPORT" outage
