@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,6 +371,53 @@ static void test_many_findings(void **st)
     policy_redaction_free(r);
 }
 
+/* One snapshot shared by several request threads, each with its own
+ * redaction state: every thread gets the single-threaded answer. */
+typedef struct worker {
+    const char *text, *want;
+    int bad;
+} worker;
+
+static void *redact_worker(void *ud)
+{
+    worker *w = ud;
+    for (int i = 0; i < 300; i++) {
+        policy_redaction *r;
+        policy_redact_result res;
+        if (policy_redaction_create(&r, pol) ||
+            policy_redact(r, POLICY_INPUT, w->text, strlen(w->text), &res, NULL, 0)) {
+            w->bad++;
+            continue;
+        }
+        w->bad += strcmp(res.text, w->want) != 0;
+        free(res.text);
+        policy_redaction_free(r);
+    }
+    return NULL;
+}
+
+static void test_threads(void **st)
+{
+    (void)st;
+    const char *text = "身份证11010519491231002X，手机+86 139-1234-5678，病历号：12345678，"
+                       "card 5555555555554444, SSN 078-05-1120, IMEI 490154203237518";
+    char want[1024];
+    snprintf(want, sizeof want, "%s", in(text));
+    assert_string_equal(want, "身份证[ID_CARD_1]，手机[PHONE_1]，[MRN_1]，card [BANK_CARD_1], "
+                              "SSN [SSN_1], IMEI [IMEI_1]");
+    enum { N = 4 };
+    pthread_t th[N];
+    worker w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (worker){text, want, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, redact_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].bad, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_custom_pattern),   cmocka_unit_test(test_request_state),
         cmocka_unit_test(test_priority),         cmocka_unit_test(test_validators),
         cmocka_unit_test(test_stream),           cmocka_unit_test(test_many_findings),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
