@@ -817,6 +817,16 @@ static void validate_audit(vctx *c, const pnode *m)
     }
     au->encryption_key_file =
         opt_path(c, m, "audit", "encryption_key_file", false, PATH_FILE, true);
+    /* The key's size says whether it can be one (32 raw bytes, or 64 hex
+     * digits and an optional newline, as audit/ reads it); the size of a
+     * secret is no secret, its bytes are not read. */
+    struct stat ks;
+    if (au->encryption_key_file && stat(au->encryption_key_file, &ks) == 0 &&
+        ks.st_size != 32 && ks.st_size != 64 && ks.st_size != 65)
+        verr(c, get(m, "encryption_key_file"),
+             "audit.encryption_key_file: the file holds %lld bytes; an AES-256 key file holds "
+             "32 bytes, or 64 hex digits and an optional newline",
+             (long long)ks.st_size);
     au->checkpoint_key_file = opt_path(c, m, "audit", "checkpoint_key", false, PATH_FILE, true);
     c->have_enc_key = get(m, "encryption_key_file") != NULL;
     if (au->payload == POLICY_PAYLOAD_ENCRYPT && !c->have_enc_key)

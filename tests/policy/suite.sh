@@ -33,7 +33,7 @@ mkdir -p "$tree/tls" "$tree/packs/finance" "$tree/packs/medical" "$tree/spool" "
 : >"$tree/tls/server.crt"
 : >"$tree/model.gguf"
 (umask 077 && : >"$tree/tls/server.key" && : >"$tree/secrets/db.conninfo")
-: >"$tree/secrets/open.key"
+head -c 32 /dev/urandom >"$tree/secrets/open.key"
 chmod 644 "$tree/secrets/open.key"
 
 # ---- schema cases -----------------------------------------------------------------
@@ -77,8 +77,9 @@ for f in tls/server.crt tls/clients-ca.crt models/Qwen3-30B-A3B-Q4_K_M.gguf \
     adapters/finance-lora.gguf adapters/medical-lora.gguf; do
     : >"$ex/$f"
 done
-(umask 077 && for f in tls/server.key secrets/audit-db.conninfo keys/audit-payload.key \
-    keys/checkpoint-ed25519.pem; do : >"$ex/$f"; done)
+(umask 077 && for f in tls/server.key secrets/audit-db.conninfo keys/checkpoint-ed25519.pem; do
+    : >"$ex/$f"
+done && head -c 32 /dev/urandom >"$ex/keys/audit-payload.key")
 cp "$EXAMPLE" "$ex/policy.yaml"
 if "$MG" policy check "$ex/policy.yaml" >"$T/out" 2>"$T/err" && [ ! -s "$T/err" ] &&
     grep -q 'valid: 4 tenants, 5 API keys, 3 domains, 2 adapters, 11 redaction rules' "$T/out"; then

@@ -30,14 +30,22 @@
 
 static char dir[256];
 
-static void touch(const char *rel, int mode)
+/* Creates dir/rel holding n bytes. */
+static void fill(const char *rel, int mode, size_t n)
 {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", dir, rel);
     FILE *f = fopen(p, "w");
     assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fputc((int)(i * 37 % 251), f);
     fclose(f);
     chmod(p, (mode_t)mode);
+}
+
+static void touch(const char *rel, int mode)
+{
+    fill(rel, mode, 0);
 }
 
 static void mkd(const char *rel)
@@ -62,7 +70,7 @@ static int setup(void **st)
     touch("tls/server.key", 0600);
     touch("tls/ca.crt", 0644);
     touch("model.gguf", 0644);
-    touch("enc.key", 0600);
+    fill("enc.key", 0600, 32);
     setenv("MG_TEST_DSN", "host=/nonexistent", 1);
     return 0;
 }
@@ -359,10 +367,15 @@ static void test_weak_settings(void **st)
                                    "exposed: rotate it");
     assert_null(strstr(g.line[0], secret));
     /* a secret file others can read */
-    touch("open.key", 0644);
+    fill("open.key", 0644, 32);
     expect_one(edit("  on_failure: reject", "  on_failure: reject\n  encryption_key_file: open.key\n"),
                "15:24: warning: audit.encryption_key_file: 'open.key' holds a secret but is "
                "readable by group or others (mode 0644); chmod 600 it");
+    /* a key file of the wrong size: said without reading it */
+    fill("short.key", 0600, 16);
+    expect_one(edit("  on_failure: reject", "  on_failure: reject\n  encryption_key_file: short.key\n"),
+               "15:24: error: audit.encryption_key_file: the file holds 16 bytes; an AES-256 key "
+               "file holds 32 bytes, or 64 hex digits and an optional newline");
     /* a connection string in the file: refused without quoting it */
     assert_int_equal(load_text(edit("  connection_env:", "  connection: postgres://u:hunter2@db/a\n"),
                                &g, NULL),
@@ -452,7 +465,7 @@ static void test_example(void **st)
     touch("adapters/finance-lora.gguf", 0644);
     touch("adapters/medical-lora.gguf", 0644);
     touch("secrets/audit-db.conninfo", 0600);
-    touch("keys/audit-payload.key", 0600);
+    fill("keys/audit-payload.key", 0600, 65);
     touch("keys/checkpoint-ed25519.pem", 0600);
     diags g;
     policy *p = NULL;
