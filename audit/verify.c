@@ -579,6 +579,22 @@ int audit_verify(const audit_verify_opts *o, FILE *out, audit_verify_report *rep
                         cs.c[k].chain_id, (long long)cs.c[k].seq);
             }
         }
+    PQclear(r);
+    /* the unique constraint includes received_at (the partition key), so
+     * one request id at two times is only caught here */
+    r = PQexecParams(c,
+                     "SELECT request_id, count(*) FROM audit_events "
+                     "WHERE received_at >= $1::timestamptz AND received_at < $2::timestamptz "
+                     "GROUP BY request_id HAVING count(*) > 1 ORDER BY request_id LIMIT 100",
+                     2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        mg_err_set(err, errlen, "audit: verify: %s", PQresultErrorMessage(r));
+        rc = MG_EIO;
+        goto fail;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        problem(&v, "request id %.128s is stored %s times", PQgetvalue(r, i, 0),
+                PQgetvalue(r, i, 1));
     (void)audit_pg_exec(c, "COMMIT", NULL, 0);
     rc = 0;
 fail:

@@ -128,6 +128,9 @@ check "verify --from --to covers a range" grep -q '^verified 195 records' "$T/v7
 q "SET session_replication_role = replica; DELETE FROM audit_events WHERE seq <= 3" >/dev/null
 "$MG" audit verify --db-env DB >"$T/v8.log" 2>&1
 check "verify finds the oldest records deleted" grep -q 'records missing at the start, the chain begins at seq 4' "$T/v8.log"
+q "INSERT INTO audit_events SELECT chain_id, seq + 1000, request_id, received_at + interval '1 second', finished_at, tenant, key_id, client_addr, client_subject, endpoint, domain, adapter_name, adapter_sha256, model_sha256, sampling, prompt_tokens, completion_tokens, status, error, latency_us, redaction, payload_mode, payload_key_id, prompt, completion, prev_hash, hash FROM audit_events WHERE seq = 10" >/dev/null
+"$MG" audit verify --db-env DB >"$T/v10.log" 2>&1
+check "verify finds a request id stored twice" grep -q 'request id req-.* is stored 2 times' "$T/v10.log"
 check "verify exits 2 on a bad --from" sh -c "'$MG' audit verify --db-env DB --from yesterday >/dev/null 2>&1; [ \$? = 2 ]"
 q "SET session_replication_role = replica; UPDATE audit_events SET seq = CASE seq WHEN 50 THEN 51 ELSE 50 END WHERE seq IN (50, 51)" >/dev/null
 "$MG" audit verify --db-env DB >"$T/v5.log" 2>&1
