@@ -153,10 +153,12 @@ typedef struct policy_audit {
     const char *connection_file;     /* resolved path, or NULL */
     const char *connection_env;      /* variable name, or NULL; exactly one is set */
     policy_on_failure on_failure;
-    const char *spool_dir;           /* resolved; NULL only with on_failure reject */
+    const char *spool_dir;           /* resolved; required with spool, optional with reject */
     policy_durability durability;
     policy_payload payload;          /* default payload mode for tenants */
     const char *encryption_key_file; /* resolved, or NULL */
+    const char *encryption_key_id;   /* recorded with encrypted payloads, or NULL */
+    const char *writer_id;           /* audit chain id of this instance, or NULL */
     const char *checkpoint_key_file; /* Ed25519 private key (PEM), or NULL */
 } policy_audit;
 

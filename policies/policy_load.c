@@ -757,10 +757,12 @@ static const char *const payload_names[] = {"hash", "encrypt", "clear", "none", 
 
 static void validate_audit(vctx *c, const pnode *m)
 {
-    static const char *const keys[] = {"connection_file",     "connection_env", "on_failure",
-                                       "spool_dir",           "durability",     "payload",
-                                       "encryption_key_file", "checkpoint_key", "connection",
-                                       NULL};
+    static const char *const keys[] = {"connection_file",     "connection_env",
+                                       "on_failure",          "spool_dir",
+                                       "durability",          "payload",
+                                       "encryption_key_file", "encryption_key_id",
+                                       "checkpoint_key",      "writer_id",
+                                       "connection",          NULL};
     static const char *const on_failure[] = {"spool", "reject", NULL};
     static const char *const durability[] = {"strict", "async", NULL};
     policy_audit *au = &c->p->cfg.audit;
@@ -800,10 +802,10 @@ static void validate_audit(vctx *c, const pnode *m)
         au->on_failure = (policy_on_failure)x;
         of_ok = true;
     }
-    if (au->on_failure == POLICY_AUDIT_SPOOL && of_ok)
-        au->spool_dir = opt_path(c, m, "audit", "spool_dir", true, PATH_DIR, false);
-    else if (get(m, "spool_dir"))
-        vwarn(c, get(m, "spool_dir"), "audit.spool_dir: ignored because audit.on_failure is reject");
+    /* with reject the folder is optional: the writer may still journal there */
+    bool spool_needed = au->on_failure == POLICY_AUDIT_SPOOL && of_ok;
+    if (spool_needed || get(m, "spool_dir"))
+        au->spool_dir = opt_path(c, m, "audit", "spool_dir", spool_needed, PATH_DIR, false);
     if (au->spool_dir && access(au->spool_dir, W_OK | X_OK))
         vwarn(c, get(m, "spool_dir"), "audit.spool_dir: this user cannot write the folder");
     if (opt_enum(c, m, "audit", "durability", durability, &x))
@@ -829,6 +831,10 @@ static void validate_audit(vctx *c, const pnode *m)
              (long long)ks.st_size);
     au->checkpoint_key_file = opt_path(c, m, "audit", "checkpoint_key", false, PATH_FILE, true);
     c->have_enc_key = get(m, "encryption_key_file") != NULL;
+    if (get(m, "encryption_key_id"))
+        au->encryption_key_id = need_name(c, m, "audit", "encryption_key_id");
+    if (get(m, "writer_id"))
+        au->writer_id = need_name(c, m, "audit", "writer_id");
     if (au->payload == POLICY_PAYLOAD_ENCRYPT && !c->have_enc_key)
         verr(c, get(m, "payload"), "audit.payload: encrypt needs audit.encryption_key_file");
 }

@@ -477,6 +477,10 @@ static void test_example(void **st)
     assert_int_equal(c->n_tenants, 4);
     assert_int_equal(c->n_redaction_rules, 11);
     assert_int_equal(c->audit.durability, POLICY_DURABILITY_STRICT);
+    assert_string_equal(c->audit.encryption_key_id, "payload-2026");
+    assert_string_equal(c->audit.writer_id, "gw-01");
+    assert_int_equal(c->model.kv_memory_bytes, (int64_t)24 << 30);
+    assert_int_equal(c->server.max_body_bytes, 4 << 20);
     assert_int_equal(policy_find_tenant(p, "acme-securities")->audit_payload,
                      POLICY_PAYLOAD_ENCRYPT);
     assert_int_equal(policy_find_tenant(p, "city-hospital")->retention_days, 6 * 366);
