@@ -1284,9 +1284,10 @@ static void validate_tenants(vctx *c, const pnode *v)
             for (int k = 0; k < ns && kept; k++) {
                 if (!ss[k])
                     continue;
-                if (!*ss[k]) {
-                    verr(c, sl->vals[k], "%s[%d]: expected a certificate subject, got an empty "
-                                         "string",
+                if (!strchr(ss[k], '=')) {
+                    verr(c, sl->vals[k],
+                         "%s[%d]: expected a distinguished name such as CN=client,O=Example "
+                         "(RFC 2253, as 'openssl x509 -noout -subject -nameopt RFC2253' prints it)",
                          field, k);
                     continue;
                 }

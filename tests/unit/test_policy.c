@@ -324,6 +324,15 @@ static void test_contradictions(void **st)
     expect_one(edit("    domains: [finance]", "    domains: [finance]\n    mtls_subjects: [CN=x]\n"),
                "21:20: error: tenants[0].mtls_subjects: client certificate subjects need "
                "server.tls_client_ca");
+    diags g;
+    assert_int_equal(load_text(edit("    domains: [finance]",
+                                    "    domains: [finance]\n    mtls_subjects: [client-7]\n"),
+                               &g, NULL),
+                     MG_EFORMAT);
+    assert_int_equal(g.n, 2); /* and the missing client CA, at 21:20 */
+    assert_string_equal(g.line[1], "21:21: error: tenants[0].mtls_subjects[0]: expected a "
+                                   "distinguished name such as CN=client,O=Example (RFC 2253, as "
+                                   "'openssl x509 -noout -subject -nameopt RFC2253' prints it)");
     expect_one(edit("  on_failure: reject", "  on_failure: reject\n  payload: encrypt\n"),
                "15:12: error: audit.payload: encrypt needs audit.encryption_key_file");
     expect_one(edit("    pack: packs/medical", "    pack: packs/medical\n    adapter: legal-lora\n"),
