@@ -48,7 +48,10 @@ typedef enum policy_chat_template {
     POLICY_TEMPLATE_CHATML,
     POLICY_TEMPLATE_DEEPSEEK3,
     POLICY_TEMPLATE_MISTRAL,
-} policy_chat_template;
+    POLICY_TEMPLATE_QWEN2,
+    POLICY_TEMPLATE_DEEPSEEK_R1,
+    POLICY_TEMPLATE_MISTRAL_LEGACY,
+} policy_chat_template; /* the names are core/chat.h's chat_template_by_name() names */
 
 /* How prompts and answers are kept in the audit record. */
 typedef enum policy_payload {

@@ -582,8 +582,9 @@ static void validate_model(vctx *c, const pnode *m)
 {
     static const char *const keys[] = {"path",      "threads",       "context_length",
                                        "kv_memory", "chat_template", NULL};
-    static const char *const templates[] = {"auto", "qwen3", "chatml", "deepseek3", "mistral",
-                                            NULL};
+    /* in policy_chat_template order; the names core/chat.h knows */
+    static const char *const templates[] = {"auto",  "qwen3",       "chatml",         "deepseek3", "mistral",
+                                            "qwen2", "deepseek-r1", "mistral-legacy", NULL};
     policy_model *md = &c->p->cfg.model;
     if (!check_map(c, m, "model", keys))
         return;

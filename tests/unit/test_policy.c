@@ -266,7 +266,7 @@ static void test_wrong_type(void **st)
                "3:8: error: server.tls: expected on or off");
     expect_one(edit("model:\n", "model:\n  chat_template: llama\n"),
                "6:18: error: model.chat_template: expected one of: auto, qwen3, chatml, "
-               "deepseek3, mistral");
+               "deepseek3, mistral, qwen2, deepseek-r1, mistral-legacy");
     expect_one(edit("model:\n", "model:\n  kv_memory: 3 apples\n"),
                "6:14: error: model.kv_memory: expected a size from 0 to 1125899906842624 "
                "bytes, such as 512MiB or 8GiB");
