@@ -766,6 +766,14 @@ static void process_batch(audit_writer *w, item *batch, int n, int64_t deadline_
             stat_add(w, &w->st.failed, 1);
             disconnect(w, err);
         }
+        /* the database is back but the spool still holds records (which
+         * must land first): replay from here, or a full spool would keep
+         * this batch waiting for ever */
+        if (audit_spool_pending_records(w->spool) > 0 && ensure_connected(w)) {
+            replay_some(w);
+            if (audit_spool_pending_records(w->spool) == 0)
+                continue;
+        }
         size_t need = 0;
         for (int i = 0; i < n; i++)
             need += lens[i] + 16; /* frame overhead */

@@ -47,7 +47,7 @@ psql_q postgres "CREATE ROLE gw LOGIN" >/dev/null
 
 # newdb NAME: a migrated database; sets DB (superuser) and GW (gateway role)
 newdb() {
-    psql_q postgres "CREATE DATABASE $1" >/dev/null
+    psql_q postgres "CREATE DATABASE \"$1\"" >/dev/null || return 1
     DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=$1"
     GW="host=127.0.0.1 port=$PGPORT user=gw dbname=$1"
     export DB GW
@@ -79,7 +79,7 @@ check "--db-file works" sh -c "'$MG' db migrate --db-file '$T/conn.txt' | grep -
 # ---- records land with a correct chain --------------------------------------------
 DBNAME=chain
 newdb chain
-"$LOAD" --db-env GW --spool "$T" --writer chainw --n 500 --threads 4 --ckpt-key "$T/ckpt.pem" \
+timeout 120 "$LOAD" --db-env GW --spool "$T" --writer chainw --n 500 --threads 4 --ckpt-key "$T/ckpt.pem" \
     --ckpt-file "$T/chain.ckpt" --ckpt-every 100 >"$T/chain.out" 2>&1
 check "500 strict requests complete" test "$(grep -c '^completed' "$T/chain.out")" = 500
 check "500 records, 500 request ids, seq 1..500" \
@@ -111,7 +111,7 @@ check "verify finds a superuser's UPDATE of one field" \
     sh -c "[ $rc = 1 ] && grep -q 'seq 123 .*altered record' '$T/v2.log' && [ \$(grep -c '^problem' '$T/v2.log') = 1 ]"
 DBNAME=trunc
 newdb trunc
-"$LOAD" --db-env GW --spool "$T" --writer truncw --n 200 --threads 2 --ckpt-key "$T/ckpt.pem" \
+timeout 120 "$LOAD" --db-env GW --spool "$T" --writer truncw --n 200 --threads 2 --ckpt-key "$T/ckpt.pem" \
     --ckpt-file "$T/trunc.ckpt" --ckpt-every 1000 >/dev/null 2>&1
 q "SET session_replication_role = replica; DELETE FROM audit_events WHERE seq > 195; DELETE FROM audit_checkpoints" >/dev/null
 "$MG" audit verify --db-env DB --checkpoints "$T/trunc.ckpt" >"$T/v3.log" 2>&1
@@ -139,7 +139,7 @@ check "verify reports swapped records" grep -q 'reordered record\|broken link' "
 # ---- payload protection ------------------------------------------------------------
 DBNAME=crypt
 newdb crypt
-"$LOAD" --db-env GW --spool "$T" --writer cryptw --n 20 --threads 2 --mode aes --key "$T/payload.key" \
+timeout 120 "$LOAD" --db-env GW --spool "$T" --writer cryptw --n 20 --threads 2 --mode aes --key "$T/payload.key" \
     --payload-bytes 300 --prefix enc >/dev/null 2>&1
 "$MG" audit export --db-env DB --format jsonl --key "$T/payload.key" --key-id k1 >"$T/e1.jsonl" 2>"$T/e1.err"
 check "aes-256-gcm payload round-trips with the key" \
@@ -152,7 +152,7 @@ check "no clear text anywhere in a dump of the database" sh -c "! grep -q 'promp
 "$MG" audit export --db-env DB --format jsonl --key "$T/other.key" --key-id k1 >"$T/e3.jsonl" 2>/dev/null
 check "a wrong key fails authentication, reveals nothing" \
     sh -c "! grep -q 'prompt of enc' '$T/e3.jsonl' && grep -q 'authentication failed' '$T/e3.jsonl'"
-"$LOAD" --db-env GW --spool "$T" --writer shaw --n 5 --threads 1 --mode sha256 --payload-bytes 40 \
+timeout 120 "$LOAD" --db-env GW --spool "$T" --writer shaw --n 5 --threads 1 --mode sha256 --payload-bytes 40 \
     --prefix sha >/dev/null 2>&1
 want=$(printf '%s' "$("$PYTHON" -c "
 n=len('prompt of sha-0-0: '); s='prompt of sha-0-0: '+''.join(chr(97+i%26) for i in range(n,40)); print(s,end='')")" | sha256sum | cut -c1-64)
@@ -161,47 +161,47 @@ check "sha256 mode stores the digest only" \
 "$MG" audit export --db-env DB --format csv --tenant acme >"$T/e.csv" 2>/dev/null
 check "csv export: header and 25 rows" test "$(wc -l <"$T/e.csv")" = 26
 check "aes asked without a key is refused at submit" \
-    sh -c "'$LOAD' --db-env GW --spool '$T' --writer nokey --n 1 --threads 1 --mode aes 2>&1 | grep -q 'no payload key'"
+    sh -c "timeout 60 '$LOAD' --db-env GW --spool '$T' --writer nokey --n 1 --threads 1 --mode aes 2>&1 | grep -q 'no payload key'"
 
 # ---- spool: unreachable database, torn tail, corruption -------------------------------
 DBNAME=spool
 newdb spool
 export DOWN="host=127.0.0.1 port=1 user=gw dbname=spool"
 mkdir -p "$T/sp"
-"$LOAD" --db-env DOWN --spool "$T/sp" --writer spw --n 30 --threads 3 --close-ms 300 >"$T/sp1.out" 2>&1
+timeout 120 "$LOAD" --db-env DOWN --spool "$T/sp" --writer spw --n 30 --threads 3 --close-ms 300 >"$T/sp1.out" 2>&1
 check "database unreachable: strict requests complete from the spool" \
     test "$(grep -c '^completed' "$T/sp1.out")" = 30
 printf 'MGSR\000\000\001\000partial' >>"$T/sp/spw.spool" # a torn last write
 cp "$T/sp/spw.spool" "$T/spw.copy"
-"$LOAD" --db-env GW --spool "$T/sp" --writer spw --n 0 >"$T/sp2.out" 2>&1
+timeout 120 "$LOAD" --db-env GW --spool "$T/sp" --writer spw --n 0 >"$T/sp2.out" 2>&1
 check "torn tail dropped, spool replayed exactly once" \
     test "$(q "SELECT count(*), count(DISTINCT request_id) FROM audit_events")" = "30|30"
 check "spool emptied after replay" test "$(wc -c <"$T/sp/spw.spool")" = 16
 cp "$T/spw.copy" "$T/sp/spw.spool"
-"$LOAD" --db-env GW --spool "$T/sp" --writer spw --n 0 >"$T/sp3.out" 2>&1
+timeout 120 "$LOAD" --db-env GW --spool "$T/sp" --writer spw --n 0 >"$T/sp3.out" 2>&1
 check "a replayed spool again inserts nothing twice" \
     test "$(q "SELECT count(*), count(DISTINCT request_id), max(seq) FROM audit_events")" = "30|30|30"
 cp "$T/spw.copy" "$T/sp/spw.spool"
 "$PYTHON" -c "
 import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[200]^=0x55; open(p,'wb').write(b)" "$T/sp/spw.spool"
-"$LOAD" --db-env GW --spool "$T/sp" --writer spw --n 0 >"$T/sp4.out" 2>&1
+timeout 120 "$LOAD" --db-env GW --spool "$T/sp" --writer spw --n 0 >"$T/sp4.out" 2>&1
 check "a corrupt spool (not a torn tail) is refused, file kept" \
     sh -c "grep -q 'corrupt record at offset' '$T/sp4.out' && [ \$(wc -c <'$T/sp/spw.spool') -gt 16 ]"
 rm -f "$T/sp/spw.spool"
-"$LOAD" --db-env DOWN --spool "$T/sp" --writer probe --spool-max 1 --close-ms 200 --probe-unwritable \
+timeout 120 "$LOAD" --db-env DOWN --spool "$T/sp" --writer probe --spool-max 1 --close-ms 200 --probe-unwritable \
     >"$T/probe.out" 2>&1
 check "database down and spool full: not writable (503), not durable" \
     sh -c "grep -q 'writable 0 wait EBUSY' '$T/probe.out' && grep -q 'close .*1 records' '$T/probe.out'"
 rm -f "$T/sp/probe.spool"
-"$LOAD" --db-env DOWN --spool "$T/sp" --writer probe2 --close-ms 200 --probe-unwritable >"$T/probe2.out" 2>&1
+timeout 120 "$LOAD" --db-env DOWN --spool "$T/sp" --writer probe2 --close-ms 200 --probe-unwritable >"$T/probe2.out" 2>&1
 check "database down, spool working: writable" grep -q 'writable 1 wait OK' "$T/probe2.out"
 
 # ---- retention -----------------------------------------------------------------------
 DBNAME=ret
 newdb ret
-"$LOAD" --db-env GW --spool "$T" --writer oldw --n 40 --threads 2 --received-days-ago 400 --prefix old \
+timeout 120 "$LOAD" --db-env GW --spool "$T" --writer oldw --n 40 --threads 2 --received-days-ago 400 --prefix old \
     >/dev/null 2>&1
-"$LOAD" --db-env GW --spool "$T" --writer neww --n 10 --threads 1 --prefix new >/dev/null 2>&1
+timeout 120 "$LOAD" --db-env GW --spool "$T" --writer neww --n 10 --threads 1 --prefix new >/dev/null 2>&1
 mkdir -p "$T/exp"
 "$MG" audit retention --db-env DB --export-dir "$T/exp" --default-days 365 --tenant acme=cn-netlog \
     >"$T/ret.log" 2>&1
@@ -221,7 +221,7 @@ if [ "$QUICK" != "--quick" ]; then
     # PostgreSQL stopped for 10 s during 200 requests, then restarted
     DBNAME=outage
     newdb outage
-    "$LOAD" --db-env GW --spool "$T" --writer outw --n 200 --threads 2 --sleep-ms 170 --prefix out \
+    timeout 120 "$LOAD" --db-env GW --spool "$T" --writer outw --n 200 --threads 2 --sleep-ms 170 --prefix out \
         --close-ms 30000 >"$T/out.out" 2>&1 &
     LOADPID=$!
     sleep 2
@@ -238,6 +238,22 @@ if [ "$QUICK" != "--quick" ]; then
     check "outage: every request present exactly once" \
         test "$(q "SELECT count(*), count(DISTINCT request_id) FROM audit_events")" = "200|200"
     check "outage: chain intact" "$PYTHON" "$HERE/chain_check.py" "$PG_BIN/psql" "$PGPORT" outage
+
+    # a spool too small for the outage: requests wait (unwritable: 503 for
+    # new ones) and all land once the database is back
+    DBNAME=spoolfull
+    newdb spoolfull
+    pg_down
+    timeout 120 "$LOAD" --db-env GW --spool "$T" --writer fullw --n 100 --threads 4 --spool-max 8000 --prefix full \
+        --close-ms 30000 >"$T/full.out" 2>&1 &
+    LOADPID=$!
+    sleep 3
+    pg_up
+    wait "$LOADPID"
+    lrc=$?
+    LOADPID=
+    check "spool full during an outage: every request lands once the database is back" \
+        sh -c "[ $lrc = 0 ] && [ \$(grep -c '^completed' '$T/full.out') = 100 ] && [ '$(q "SELECT count(*), count(DISTINCT request_id) FROM audit_events")' = '100|100' ]"
 
     # kill -9 of the serving process under load (strict), once while writing
     # to PostgreSQL and once while spooling; a new writer on the same spool
@@ -257,7 +273,7 @@ if [ "$QUICK" != "--quick" ]; then
         wait "$LOADPID" 2>/dev/null
         LOADPID=
         [ $phase = spool ] && pg_up
-        "$LOAD" --db-env GW --spool "$T" --writer crashw --n 0 >"$T/replay$round.out" 2>&1
+        timeout 120 "$LOAD" --db-env GW --spool "$T" --writer crashw --n 0 >"$T/replay$round.out" 2>&1
     done
     grep '^completed' "$T/crash1.out" "$T/crash2.out" | sed 's/.*completed //' | sort >"$T/done.txt"
     q "SELECT request_id FROM audit_events" | sort >"$T/db.txt"
