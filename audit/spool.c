@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -179,27 +180,28 @@ int audit_spool_open(audit_spool **out, const char *path, char *err, size_t errl
         mg_err_set(err, errlen, "audit: spool %s: not a regular file", path);
         goto fail;
     }
-    size_t len = (size_t)st.st_size, got = 0;
-    buf = malloc(len ? len : 1);
-    if (!buf) {
-        rc = MG_ENOMEM;
-        mg_err_set(err, errlen, "audit: spool %s: cannot hold %zu bytes in memory", path, len);
-        goto fail;
-    }
-    while (got < len) {
-        ssize_t k = pread(s->fd, buf + got, len - got, (off_t)got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            mg_err_set(err, errlen, "audit: spool %s: read failed", path);
+    /* mapped, not read: a spool can be large after a long outage, and the
+     * scan touches each page once */
+    size_t len = (size_t)st.st_size;
+    static const uint8_t empty[1];
+    const uint8_t *img = empty;
+    if (len) {
+        buf = mmap(NULL, len, PROT_READ, MAP_PRIVATE, s->fd, 0);
+        if (buf == MAP_FAILED) {
+            buf = NULL;
+            mg_err_set(err, errlen, "audit: spool %s: mmap failed: %s", path, strerror(errno));
             goto fail;
         }
-        got += (size_t)k;
+        img = buf;
     }
     size_t good;
     uint64_t n;
     char why[256];
-    if ((rc = audit_spool_scan(buf, len, &good, &n, why, sizeof why))) {
+    rc = audit_spool_scan(img, len, &good, &n, why, sizeof why);
+    if (buf)
+        munmap(buf, len);
+    buf = NULL;
+    if (rc) {
         mg_err_set(err, errlen, "%s (file %s)", why, path);
         goto fail;
     }
@@ -223,11 +225,9 @@ int audit_spool_open(audit_spool **out, const char *path, char *err, size_t errl
     s->size = good;
     s->read_off = AUDIT_SPOOL_HEADER_LEN;
     s->records = n;
-    free(buf);
     *out = s;
     return 0;
 fail:
-    free(buf);
     audit_spool_close(s);
     return rc;
 }
