@@ -18,5 +18,5 @@ export BENCH_DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=bench"
 "$BUILD/moegate" db migrate --db-env BENCH_DB >/dev/null
 openssl genpkey -algorithm ed25519 -out "$T/ckpt.pem" 2>/dev/null
 echo "PostgreSQL $(psql_q bench 'SHOW server_version'), synchronous_commit=$(psql_q bench 'SHOW synchronous_commit'), fsync=$(psql_q bench 'SHOW fsync'), $(nproc) CPUs"
-"$BUILD/bench/bench_audit" --db-env BENCH_DB --spool "$T" --n "${BENCH_AUDIT_N:-200000}" \
+"$BUILD/bench/bench_audit" --db-env BENCH_DB --spool "$T" --n "${BENCH_AUDIT_N:-100000}" \
     --payload 1024 --batches 512,4096 --threads 64,256 --ckpt-key "$T/ckpt.pem"
