@@ -1,6 +1,7 @@
 /* moegate template — renders conversations with a built-in chat template.
  *
- *   moegate template (--name NAME | -m MODEL.gguf | --hf DIR) [--bos S] [--eos S] < conversations.jsonl
+ *   moegate template (--name NAME | --text FILE | -m MODEL.gguf | --hf DIR) [--bos S] [--eos S]
+ *                    < conversations.jsonl
  *
  * Each input line is one conversation as JSON: {"messages": [...],
  * "add_generation_prompt": bool, "enable_thinking": bool, "tools": [...]}
@@ -8,7 +9,8 @@
  * Each output line is the rendered prompt as a JSON string, or
  * {"error": "..."} when the template refuses the conversation. With -m or
  * --hf the template is chosen from the model's own template text and BOS/EOS
- * come from its tokenizer.
+ * come from its tokenizer. --text FILE chooses the built-in template the way
+ * a model's template text FILE would choose it.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -114,13 +116,15 @@ int cli_conversation_parse(json_t *conv, chat_request *r, char *err, size_t errl
 
 int cmd_template(int argc, char **argv)
 {
-    const char *name = NULL, *model = NULL, *hf = NULL, *bos = NULL, *eos = NULL;
+    const char *name = NULL, *model = NULL, *hf = NULL, *bos = NULL, *eos = NULL, *text_file = NULL;
     for (int i = 0; i < argc; i++) {
         bool more = i + 1 < argc;
         if (!strcmp(argv[i], "--name") && more)
             name = argv[++i];
         else if (!strcmp(argv[i], "-m") && more)
             model = argv[++i];
+        else if (!strcmp(argv[i], "--text") && more)
+            text_file = argv[++i];
         else if (!strcmp(argv[i], "--hf") && more)
             hf = argv[++i];
         else if (!strcmp(argv[i], "--bos") && more)
@@ -133,8 +137,8 @@ int cmd_template(int argc, char **argv)
             return 2;
         }
     }
-    if (!!name + !!model + !!hf != 1) {
-        fprintf(stderr, "moegate template: give exactly one of --name, -m, --hf\n");
+    if (!!name + !!model + !!hf + !!text_file != 1) {
+        fprintf(stderr, "moegate template: give exactly one of --name, --text, -m, --hf\n");
         return 2;
     }
     enum chat_template t = CHAT_TEMPLATE_NONE;
@@ -146,6 +150,23 @@ int cmd_template(int argc, char **argv)
         if (t == CHAT_TEMPLATE_NONE) {
             fprintf(stderr, "moegate template: unknown template '%s'\n", name);
             return 2;
+        }
+    } else if (text_file) {
+        FILE *f = fopen(text_file, "rb");
+        char *text = f ? calloc(1, 1 << 20) : NULL;
+        size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        if (!text || !n) {
+            fprintf(stderr, "moegate template: cannot read %s\n", text_file);
+            free(text);
+            return 1;
+        }
+        int rc = chat_template_detect(text, NULL, NULL, &t, err, sizeof err);
+        free(text);
+        if (rc) {
+            fprintf(stderr, "moegate: %s\n", err);
+            return 1;
         }
     } else {
         tok = cli_open_tokenizer(model, hf, NULL, NULL);

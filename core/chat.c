@@ -434,7 +434,7 @@ static void ds_call(sbuf *b, const chat_tool_call *tc)
     sb_put(b, "\n```" DS_CALL_END);
 }
 
-static int render_deepseek(const chat_request *r, bool r1, sbuf *b, char *err, size_t errlen)
+static int render_deepseek3(const chat_request *r, sbuf *b, char *err, size_t errlen)
 {
     int rc = check_contents(r, true, err, errlen);
     if (rc)
@@ -478,12 +478,6 @@ static int render_deepseek(const chat_request *r, bool r1, sbuf *b, char *err, s
         }
         if (role_is(m, "assistant") && m->content) {
             const char *c = m->content;
-            if (r1) {
-                /* R1 keeps only the answer of earlier turns */
-                const char *t = rfind(c, c + strlen(c), "</think>");
-                if (t)
-                    c = t + strlen("</think>");
-            }
             if (is_tool) {
                 sb_put(b, DS_OUTS_END);
                 sb_user(b, c);
@@ -512,7 +506,75 @@ static int render_deepseek(const chat_request *r, bool r1, sbuf *b, char *err, s
     if (is_tool)
         sb_put(b, DS_OUTS_END);
     if (r->add_generation_prompt && !is_tool)
-        sb_put(b, r1 ? DS_ASSISTANT "<think>\n" : DS_ASSISTANT);
+        sb_put(b, DS_ASSISTANT);
+    return 0;
+}
+
+/* DeepSeek-R1's template differs from V3's: only the last system message
+ * counts, a tool-call block is always closed, earlier answers lose their
+ * reasoning (everything up to the last </think>), and the generation prompt
+ * opens a <think> block. */
+static int render_deepseek_r1(const chat_request *r, sbuf *b, char *err, size_t errlen)
+{
+    int rc = check_contents(r, true, err, errlen);
+    if (rc)
+        return rc;
+    const chat_message *msg = r->messages;
+    size_t n = r->n_messages;
+    const char *system = "";
+    for (size_t i = 0; i < n; i++)
+        if (role_is(&msg[i], "system"))
+            system = msg[i].content;
+    sb_put(b, r->bos ? r->bos : "");
+    sb_user(b, system);
+    bool is_first = false, is_tool = false, output_first = true;
+    for (size_t i = 0; i < n; i++) {
+        const chat_message *m = &msg[i];
+        if (role_is(m, "user")) {
+            is_tool = false;
+            sb_put(b, DS_USER);
+            sb_user(b, m->content);
+        }
+        if (role_is(m, "assistant") && m->n_tool_calls) {
+            is_tool = false;
+            for (size_t j = 0; j < m->n_tool_calls; j++) {
+                const chat_tool_call *tc = &m->tool_calls[j];
+                if (!tc->type || !tc->name || !tc->arguments || !tc->arguments_is_string)
+                    return fail(err, errlen, "DeepSeek tool calls need a type, a function name and string arguments");
+                sb_put(b, is_first ? "\n" DS_CALL_BEGIN : DS_ASSISTANT DS_CALLS_BEGIN DS_CALL_BEGIN);
+                ds_call(b, tc);
+                is_first = true;
+            }
+            sb_put(b, DS_CALLS_END DS_EOS);
+        }
+        if (role_is(m, "assistant") && m->content) {
+            if (is_tool) {
+                sb_put(b, DS_OUTS_END);
+                sb_user(b, m->content);
+                sb_put(b, DS_EOS);
+                is_tool = false;
+            } else {
+                const char *c = m->content;
+                const char *t = rfind(c, c + strlen(c), "</think>");
+                if (t)
+                    c = t + strlen("</think>");
+                sb_put(b, DS_ASSISTANT);
+                sb_user(b, c);
+                sb_put(b, DS_EOS);
+            }
+        }
+        if (role_is(m, "tool")) {
+            is_tool = true;
+            sb_put(b, output_first ? DS_OUTS_BEGIN DS_OUT_BEGIN : "\n" DS_OUT_BEGIN);
+            sb_user(b, m->content);
+            sb_put(b, DS_OUT_END);
+            output_first = false;
+        }
+    }
+    if (is_tool)
+        sb_put(b, DS_OUTS_END);
+    if (r->add_generation_prompt && !is_tool)
+        sb_put(b, DS_ASSISTANT "<think>\n");
     return 0;
 }
 
@@ -659,8 +721,8 @@ int chat_render(enum chat_template t, const chat_request *req, chat_prompt *out,
     case CHAT_QWEN3: rc = render_qwen3(req, &b, err, errlen); break;
     case CHAT_QWEN2: rc = render_chatml(req, true, &b, err, errlen); break;
     case CHAT_CHATML: rc = render_chatml(req, false, &b, err, errlen); break;
-    case CHAT_DEEPSEEK3: rc = render_deepseek(req, false, &b, err, errlen); break;
-    case CHAT_DEEPSEEK_R1: rc = render_deepseek(req, true, &b, err, errlen); break;
+    case CHAT_DEEPSEEK3: rc = render_deepseek3(req, &b, err, errlen); break;
+    case CHAT_DEEPSEEK_R1: rc = render_deepseek_r1(req, &b, err, errlen); break;
     case CHAT_MISTRAL: rc = render_mistral(req, false, &b, err, errlen); break;
     case CHAT_MISTRAL_LEGACY: rc = render_mistral(req, true, &b, err, errlen); break;
     default: rc = fail(err, errlen, "no chat template chosen");

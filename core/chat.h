@@ -8,8 +8,9 @@
  *   qwen2           Qwen1.5/Qwen2 ChatML with the default system prompt
  *   chatml          plain ChatML
  *   deepseek3       DeepSeek-V3 (<｜User｜>/<｜Assistant｜>, tool calls)
- *   deepseek-r1     DeepSeek-R1: as deepseek3, history stripped of
- *                   reasoning, generation opens a <think> block
+ *   deepseek-r1     DeepSeek-R1 (and R1-Distill): last system message,
+ *                   history stripped of reasoning, tool-call blocks closed,
+ *                   generation opens a <think> block
  *   mistral         Mistral/Mixtral [INST] with an optional system message
  *   mistral-legacy  the original Mixtral-8x7B-Instruct [INST] template
  * We do not interpret Jinja: a template text we do not recognise is refused,
