@@ -144,8 +144,10 @@ int audit_submit(audit_writer *w, const audit_record *r, uint64_t *ticket, char 
                  size_t errlen);
 
 /* Blocks until the record of `ticket` is durable (committed in PostgreSQL or
- * fsync'd in the spool), or timeout_ms passes (< 0: no limit). Returns 0,
- * or MG_EBUSY on timeout (the record is still queued and may yet land). */
+ * fsync'd in the spool), or timeout_ms passes (< 0: no limit). Returns 0;
+ * MG_EBUSY on timeout (the record is still queued and may yet land);
+ * MG_EIO when the writer closed without making it durable; MG_EINVAL for a
+ * ticket audit_submit never returned. */
 int audit_wait_durable(audit_writer *w, uint64_t ticket, int timeout_ms);
 
 /* Whether a new request can be audited durably now: with on_failure reject,
