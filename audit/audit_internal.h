@@ -179,6 +179,13 @@ int audit_pubkey_load(uint8_t pub[32], const char *pem_path, char *err, size_t e
 /* Connects; the error message carries libpq's reason, never the conninfo. */
 int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, char *err,
                      size_t errlen);
+/* Non-blocking connect: start, then poll until 0 (connected and checked),
+ * 1 (not yet: call again later) or a negative code; each poll waits for the
+ * socket at most until until_us (wall clock). *want starts as
+ * PGRES_POLLING_WRITING and is kept by the poller between calls. The
+ * caller enforces the overall limit (libpq does not, in this mode). */
+int audit_pg_connect_start(PGconn **out, const char *conninfo, char *err, size_t errlen);
+int audit_pg_connect_poll(PGconn *c, int *want, int64_t until_us, char *err, size_t errlen);
 /* Runs a command expecting PGRES_COMMAND_OK or TUPLES_OK. */
 int audit_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
 void audit_hex(char *out, const uint8_t *in, size_t n);

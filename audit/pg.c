@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,15 +28,15 @@ static void pg_msg(char *dst, size_t len, const char *msg)
         *nl = 0;
 }
 
-int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, char *err,
-                     size_t errlen)
+/* Checks conninfo without echoing it; 0 or MG_EINVAL. */
+static int conninfo_check(const char *conninfo, char *err, size_t errlen)
 {
     if (!conninfo) {
         mg_err_set(err, errlen, "audit: no database connection string");
         return MG_EINVAL;
     }
-    /* Parse first: libpq's parse errors quote pieces of the string, which
-     * may be a password; ours says nothing about its contents. */
+    /* libpq's parse errors quote pieces of the string, which may be a
+     * password; ours says nothing about its contents */
     char *perr = NULL;
     bool is_conninfo = strchr(conninfo, '=') || !strncmp(conninfo, "postgres", 8);
     PQconninfoOption *parsed = is_conninfo ? PQconninfoParse(conninfo, &perr) : NULL;
@@ -46,13 +47,42 @@ int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, 
         return MG_EINVAL;
     }
     PQconninfoFree(parsed);
+    return 0;
+}
+
+/* Our defaults, then the caller's string (expand_dbname: it may be a URI or
+ * key=value list, and its settings override ours). TCP keepalives and
+ * tcp_user_timeout bound how long a silently dead server holds a query. */
+static PGconn *connect_params(const char *conninfo, int connect_timeout_s, bool start)
+{
     char ct[16];
     snprintf(ct, sizeof ct, "%d", connect_timeout_s > 0 ? connect_timeout_s : 3);
-    /* expand_dbname: conninfo may be a URI or key=value string; later
-     * keywords override, so an explicit connect_timeout in it wins. */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {ct, "moegate-audit", conninfo, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "dbname", NULL};
+    const char *vals[] = {ct, "moegate-audit", "10", "5", "3", "20000", conninfo, NULL};
+    return start ? PQconnectStartParams(keys, vals, 1) : PQconnectdbParams(keys, vals, 1);
+}
+
+/* After CONNECTION_OK: what every audit session relies on. */
+static int connect_check(PGconn *c, char *err, size_t errlen)
+{
+    /* times travel as binary timestamptz, which needs integer datetimes */
+    const char *idt = PQparameterStatus(c, "integer_datetimes");
+    if (!idt || strcmp(idt, "on")) {
+        mg_err_set(err, errlen, "audit: database: integer_datetimes is off (unsupported)");
+        return MG_EUNSUPPORTED;
+    }
+    return 0;
+}
+
+int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, char *err,
+                     size_t errlen)
+{
+    int rc = conninfo_check(conninfo, err, errlen);
+    if (rc)
+        return rc;
+    PGconn *c = connect_params(conninfo, connect_timeout_s, false);
     if (!c) {
         mg_err_set(err, errlen, "audit: database: out of memory");
         return MG_ENOMEM;
@@ -64,16 +94,71 @@ int audit_pg_connect(PGconn **out, const char *conninfo, int connect_timeout_s, 
         PQfinish(c);
         return MG_EIO;
     }
-    /* The chain and verify read and write times as timestamptz in UTC
-     * microseconds; binary transfer depends on integer datetimes. */
-    const char *idt = PQparameterStatus(c, "integer_datetimes");
-    if (!idt || strcmp(idt, "on")) {
-        mg_err_set(err, errlen, "audit: database: integer_datetimes is off (unsupported)");
+    if ((rc = connect_check(c, err, errlen))) {
         PQfinish(c);
-        return MG_EUNSUPPORTED;
+        return rc;
     }
     *out = c;
     return 0;
+}
+
+int audit_pg_connect_start(PGconn **out, const char *conninfo, char *err, size_t errlen)
+{
+    int rc = conninfo_check(conninfo, err, errlen);
+    if (rc)
+        return rc;
+    PGconn *c = connect_params(conninfo, 0, true);
+    if (!c) {
+        mg_err_set(err, errlen, "audit: database: out of memory");
+        return MG_ENOMEM;
+    }
+    if (PQstatus(c) == CONNECTION_BAD) {
+        char m[256];
+        pg_msg(m, sizeof m, PQerrorMessage(c));
+        mg_err_set(err, errlen, "audit: database connection failed: %s", m);
+        PQfinish(c);
+        return MG_EIO;
+    }
+    *out = c;
+    return 0;
+}
+
+int audit_pg_connect_poll(PGconn *c, int *want, int64_t until_us, char *err, size_t errlen)
+{
+    struct pollfd p = {PQsocket(c), *want == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+    if (p.fd < 0) {
+        mg_err_set(err, errlen, "audit: database connection failed: no socket");
+        return MG_EIO;
+    }
+    for (;;) {
+        int64_t left = until_us - audit_now_us();
+        int n = poll(&p, 1, left > 0 ? (int)(left / 1000) : 0);
+        if (n == 0)
+            return 1; /* not ready yet */
+        if (n < 0 && errno != EINTR) {
+            mg_err_set(err, errlen, "audit: database connection: poll: %s", strerror(errno));
+            return MG_EIO;
+        }
+        if (n < 0)
+            continue;
+        PostgresPollingStatusType st = PQconnectPoll(c);
+        if (st == PGRES_POLLING_OK)
+            return connect_check(c, err, errlen);
+        if (st == PGRES_POLLING_FAILED) {
+            char m[256];
+            pg_msg(m, sizeof m, PQerrorMessage(c));
+            mg_err_set(err, errlen, "audit: database connection failed: %s", m);
+            return MG_EIO;
+        }
+        *want = st;
+        p.fd = PQsocket(c); /* libpq may move to another address */
+        p.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+        p.revents = 0;
+        if (p.fd < 0) {
+            mg_err_set(err, errlen, "audit: database connection failed: no socket");
+            return MG_EIO;
+        }
+    }
 }
 
 int audit_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen)

@@ -32,10 +32,11 @@
  * A unique violation on the direct path (a request id reused with the same
  * received time) retries the batch the same deduplicating way.
  *
- * Reconnection backs off from 100 ms doubling to reconnect_max_ms. libpq
- * keepalives and tcp_user_timeout bound how long a silently dead server
- * can hold a transaction; a connect attempt blocks the thread for at most
- * connect_timeout_s (records submitted meanwhile wait in the queue).
+ * Reconnection backs off from 100 ms doubling to reconnect_max_ms, and is
+ * non-blocking (PQconnectStart/PQconnectPoll driven from the thread's
+ * loop): while a connection is on its way, batches go to the spool after
+ * waiting at most 50 ms for it. libpq keepalives and tcp_user_timeout
+ * bound how long a silently dead server can hold a transaction.
  *
  * Partitions. Before inserting a month's first records, the thread calls
  * audit_ensure_partition() (SECURITY DEFINER, created by the migrations),
@@ -88,7 +89,10 @@ struct audit_writer {
     /* writer thread only */
     pthread_t thread;
     bool thread_started;
-    PGconn *conn;
+    PGconn *conn;                  /* connected and set up, or NULL */
+    PGconn *pending;               /* a connection being established, or NULL */
+    int pending_want;              /* what its socket waits for (PostgresPollingStatusType) */
+    int64_t pending_deadline_us;
     audit_spool *spool;
     int64_t head_seq; /* 0 = empty chain; the first record is seq 1 */
     uint8_t head_hash[AUDIT_HASH_LEN];
@@ -155,6 +159,10 @@ static void disconnect(audit_writer *w, const char *why)
         PQfinish(w->conn);
         w->conn = NULL;
     }
+    if (w->pending) {
+        PQfinish(w->pending);
+        w->pending = NULL;
+    }
     w->n_months = 0;
     int64_t now = audit_now_us();
     w->next_connect_us = now + (int64_t)w->backoff_ms * 1000;
@@ -209,19 +217,46 @@ static int read_head(audit_writer *w, char *err, size_t errlen)
     return 0;
 }
 
-/* Connects when not connected and the backoff allows; true when connected. */
-static bool ensure_connected(audit_writer *w)
+/* Connects without blocking the thread: starts a connection when none is
+ * up and the backoff allows, then advances it, waiting for its socket at
+ * most wait_ms. True once connected. While a connection is pending,
+ * batches go to the spool, so a server that does not answer (a dropped
+ * network, not a refused connection) delays no request by more than
+ * wait_ms; connect_timeout_s bounds the attempt itself. */
+static bool ensure_connected(audit_writer *w, int wait_ms)
 {
     if (w->conn)
         return true;
-    if (audit_now_us() < w->next_connect_us)
-        return false;
     char err[300];
-    PGconn *c = NULL;
-    if (audit_pg_connect(&c, w->conninfo, w->o.connect_timeout_s, err, sizeof err)) {
+    int64_t now = audit_now_us();
+    if (!w->pending) {
+        if (now < w->next_connect_us)
+            return false;
+        if (audit_pg_connect_start(&w->pending, w->conninfo, err, sizeof err)) {
+            w->pending = NULL;
+            disconnect(w, err);
+            return false;
+        }
+        w->pending_want = PGRES_POLLING_WRITING;
+        w->pending_deadline_us = now + (int64_t)w->o.connect_timeout_s * 1000000;
+    }
+    int64_t until = now + (int64_t)wait_ms * 1000;
+    if (until > w->pending_deadline_us)
+        until = w->pending_deadline_us;
+    int rc = audit_pg_connect_poll(w->pending, &w->pending_want, until, err, sizeof err);
+    if (rc == 1 && audit_now_us() < w->pending_deadline_us)
+        return false;
+    if (rc == 1)
+        snprintf(err, sizeof err, "audit: database connection timed out after %d s",
+                 w->o.connect_timeout_s);
+    if (rc) {
+        PQfinish(w->pending);
+        w->pending = NULL;
         disconnect(w, err);
         return false;
     }
+    PGconn *c = w->pending;
+    w->pending = NULL;
     w->conn = c;
     /* durability is the point of this table: commit waits for the WAL flush
      * whatever the server's default; no statement may hang for ever */
@@ -751,7 +786,7 @@ static void process_batch(audit_writer *w, item *batch, int n, int64_t deadline_
     bool decoded = decode_all(encs, lens, n, recs, err, sizeof err);
     for (int attempt = 0; !done; attempt++) {
         if (decoded && audit_spool_pending_records(w->spool) == 0 &&
-            ensure_connected(w)) {
+            ensure_connected(w, 50)) {
             int ins = 0;
             int rc = pg_write(w, recs, encs, lens, NULL, n, false, &ins, err, sizeof err);
             if (rc == DUP_RETRY)
@@ -769,7 +804,7 @@ static void process_batch(audit_writer *w, item *batch, int n, int64_t deadline_
         /* the database is back but the spool still holds records (which
          * must land first): replay from here, or a full spool would keep
          * this batch waiting for ever */
-        if (audit_spool_pending_records(w->spool) > 0 && ensure_connected(w)) {
+        if (audit_spool_pending_records(w->spool) > 0 && ensure_connected(w, 0)) {
             replay_some(w);
             if (audit_spool_pending_records(w->spool) == 0)
                 continue;
@@ -848,8 +883,9 @@ static void *writer_main(void *arg)
     }
     for (;;) {
         bool spool_pending = audit_spool_pending_records(w->spool) > 0;
-        if (spool_pending || (w->signer && w->head_seq > w->ckpt_seq))
-            ensure_connected(w);
+        /* keep a connection up (or on its way) even when idle, so the
+         * first record after a quiet spell does not wait for one */
+        ensure_connected(w, 0);
         /* one chunk of replay per turn, between batches of new records
          * (which go to the spool meanwhile, so order is kept), so that
          * neither starves the other */
@@ -863,14 +899,19 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&w->mu);
         while (w->count == 0 && !w->stopping) {
             /* wake for reconnection, replay or a checkpoint */
-            int64_t wake = audit_now_us() + (int64_t)w->o.checkpoint_interval_ms * 1000;
-            if (audit_spool_pending_records(w->spool) > 0) {
-                int64_t next = w->conn ? w->replay_retry_us : w->next_connect_us;
-                if (next <= audit_now_us())
-                    break;
-                if (next < wake)
-                    wake = next;
-            }
+            int64_t now = audit_now_us();
+            int64_t wake = now + (int64_t)w->o.checkpoint_interval_ms * 1000;
+            int64_t next = wake;
+            if (w->pending)
+                next = now + 5000; /* advance the connection */
+            else if (!w->conn)
+                next = w->next_connect_us;
+            else if (audit_spool_pending_records(w->spool) > 0)
+                next = w->replay_retry_us;
+            if (next <= now)
+                break;
+            if (next < wake)
+                wake = next;
             struct timespec ts = {(time_t)(wake / 1000000), (long)(wake % 1000000) * 1000};
             /* cv uses CLOCK_REALTIME (the default), matching audit_now_us */
             if (pthread_cond_timedwait(&w->cv_work, &w->mu, &ts) == ETIMEDOUT)
@@ -900,18 +941,23 @@ static void *writer_main(void *arg)
             int attempts = 0;
             while (audit_spool_pending_records(w->spool) > 0 && audit_now_us() < deadline) {
                 if (!w->conn) {
-                    if (attempts++ == 3)
-                        break;
-                    w->next_connect_us = 0;
-                    if (!ensure_connected(w)) {
-                        sleep_ms(100);
-                        continue;
+                    if (!w->pending) {
+                        if (attempts++ == 3)
+                            break;
+                        w->next_connect_us = 0;
                     }
+                    if (!ensure_connected(w, 100))
+                        continue;
                 }
                 if (!replay_some(w))
                     sleep_ms(50);
             }
-            if (w->conn || (w->signer && ensure_connected(w)))
+            if (w->signer && !w->conn && audit_now_us() < deadline) {
+                if (!w->pending)
+                    w->next_connect_us = 0;
+                ensure_connected(w, w->o.connect_timeout_s * 1000);
+            }
+            if (w->conn)
                 maybe_checkpoint(w, true);
             break;
         }
@@ -1074,6 +1120,8 @@ int audit_writer_close(audit_writer *w, char *err, size_t errlen)
     }
     if (w->conn)
         PQfinish(w->conn);
+    if (w->pending)
+        PQfinish(w->pending);
     audit_spool_close(w->spool);
     audit_signer_free(w->signer);
     audit_payload_key_free(w->pkey);

@@ -192,6 +192,21 @@ timeout 120 "$LOAD" --db-env DOWN --spool "$T/sp" --writer probe --spool-max 1 -
     >"$T/probe.out" 2>&1
 check "database down and spool full: not writable (503), not durable" \
     sh -c "grep -q 'writable 0 wait EBUSY' '$T/probe.out' && grep -q 'close .*1 records' '$T/probe.out'"
+# a server that accepts TCP connections and never answers (a dropped
+# network, not a refused port): strict requests must not wait for it
+"$PYTHON" -c "
+import socket, sys, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(64)
+print(s.getsockname()[1], flush=True); time.sleep(60)" >"$T/silent.port" &
+SILENTPID=$!
+sleep 0.5
+export SILENT="host=127.0.0.1 port=$(cat "$T/silent.port") user=gw dbname=spool connect_timeout=2"
+timeout 60 "$LOAD" --db-env SILENT --spool "$T/sp" --writer silent --n 40 --threads 2 --sleep-ms 20 \
+    --close-ms 300 >"$T/silent.out" 2>&1
+kill "$SILENTPID" 2>/dev/null
+ms=$(sed -n 's/^requests done in \([0-9]*\) ms$/\1/p' "$T/silent.out")
+check "a silent server delays no request: 40 strict requests in ${ms:-?} ms (connect timeout 2 s)" \
+    sh -c "[ \$(grep -c '^completed' '$T/silent.out') = 40 ] && [ -n '$ms' ] && [ '${ms:-99999}' -lt 1500 ]"
 rm -f "$T/sp/probe.spool"
 timeout 120 "$LOAD" --db-env DOWN --spool "$T/sp" --writer probe2 --close-ms 200 --probe-unwritable >"$T/probe2.out" 2>&1
 check "database down, spool working: writable" grep -q 'writable 1 wait OK' "$T/probe2.out"

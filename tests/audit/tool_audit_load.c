@@ -195,11 +195,13 @@ int main(int argc, char **argv)
     pthread_t *th = calloc((size_t)T, sizeof *th);
     if (!th)
         return 1;
+    int64_t t0 = now_us();
     for (int t = 0; t < T; t++)
         pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);
     for (int t = 0; t < T; t++)
         pthread_join(th[t], NULL);
     free(th);
+    printf("requests done in %lld ms\n", (long long)((now_us() - t0) / 1000));
     audit_stats st;
     audit_writer_stats(W, &st);
     int rc = audit_writer_close(W, err, sizeof err);
