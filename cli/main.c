@@ -733,16 +733,54 @@ static int cmd_inspect(int argc, char **argv)
     printf("context:         %lld\n", (long long)I->n_ctx_train);
     printf("embedding:       %lld\n", (long long)I->dim);
     printf("layers:          %lld\n", (long long)I->n_layer);
-    printf("attention:       %lld query heads, %lld kv heads, head dim %lld\n",
-           (long long)I->n_head, (long long)I->n_head_kv, (long long)I->head_dim);
-    printf("rope:            %s, %lld dims, base %g, linear scale %g\n",
-           I->rope_neox ? "neox" : "normal", (long long)I->n_rot, I->rope_base, I->rope_scale);
+    if (I->arch == MODEL_ARCH_DEEPSEEK2) {
+        printf("attention:       MLA, %lld heads, q_lora_rank %lld%s, kv_lora_rank %lld, "
+               "key head %lld (nope %lld + rope %lld), value head %lld, kv_b %s\n",
+               (long long)I->n_head, (long long)I->q_lora_rank,
+               I->q_lora_rank ? "" : " (none)", (long long)I->kv_lora_rank,
+               (long long)I->head_dim, (long long)I->qk_nope, (long long)I->qk_rope,
+               (long long)I->v_head_dim,
+               I->kv_b_split ? "split (attn_k_b + attn_v_b)" : "fused (attn_kv_b)");
+        printf("softmax scale:   %.6g (1/sqrt(%lld)%s)\n", I->attn_scale, (long long)I->head_dim,
+               !strcmp(I->rope_scaling, "yarn") ? " x YaRN mscale^2" : "");
+    } else {
+        printf("attention:       %lld query heads, %lld kv heads, head dim %lld\n",
+               (long long)I->n_head, (long long)I->n_head_kv, (long long)I->head_dim);
+    }
+    if (!strcmp(I->rope_scaling, "yarn"))
+        printf("rope:            %s, %lld dims, base %g, YaRN factor %g, original context %lld, "
+               "log multiplier %g (mscale %.4g), beta fast %g slow %g\n",
+               I->rope_neox ? "neox" : "normal", (long long)I->n_rot, I->rope_base,
+               I->yarn_factor, (long long)I->yarn_orig_ctx, I->yarn_log_mul,
+               I->yarn_factor > 1 ? 1 + I->yarn_log_mul * log(I->yarn_factor) : 1.0,
+               I->yarn_beta_fast, I->yarn_beta_slow);
+    else
+        printf("rope:            %s, %lld dims, base %g, linear scale %g\n",
+               I->rope_neox ? "neox" : "normal", (long long)I->n_rot, I->rope_base,
+               I->rope_scale);
     printf("rms norm eps:    %g\n", I->rms_eps);
-    printf("experts:         %lld, %lld used per token (%s), FFN %lld\n", (long long)I->n_expert,
-           (long long)I->n_expert_used, I->norm_topk ? "weights renormalised" : "softmax weights",
-           (long long)I->expert_ff);
+    if (I->n_dense_lead)
+        printf("dense layers:    first %lld, FFN %lld\n", (long long)I->n_dense_lead,
+               (long long)I->dense_ff);
+    printf("experts:         %lld, %lld used per token, FFN %lld; %s scores",
+           (long long)I->n_expert, (long long)I->n_expert_used, (long long)I->expert_ff,
+           I->gating == MODEL_GATING_SIGMOID ? "sigmoid" : "softmax");
+    if (I->n_group > 1)
+        printf(", top %lld of %lld groups", (long long)I->n_group_used, (long long)I->n_group);
+    if (I->arch == MODEL_ARCH_DEEPSEEK2 && I->gating == MODEL_GATING_SIGMOID)
+        printf(", selection bias (exp_probs_b)");
+    printf(", %s", I->norm_topk ? "weights renormalised" : "weights not renormalised");
+    if (I->expert_scale != 1.0)
+        printf(", scaled by %g", I->expert_scale);
+    printf("\n");
     if (I->shared_ff)
-        printf("shared expert:   FFN %lld, sigmoid-gated\n", (long long)I->shared_ff);
+        printf("shared expert:   FFN %lld%s\n", (long long)I->shared_ff,
+               I->arch == MODEL_ARCH_DEEPSEEK2 ? "" : ", sigmoid-gated");
+    printf("kv cache:        %zu bytes per token (f32, all layers)", I->kv_bytes_token);
+    if (I->kv_bytes_token_full != I->kv_bytes_token)
+        printf(": compressed latent; uncompressed keys and values would take %zu (%.1fx)",
+               I->kv_bytes_token_full, (double)I->kv_bytes_token_full / (double)I->kv_bytes_token);
+    printf("\n");
     printf("output:          %s\n", I->tied_output ? "tied to token_embd" : "output.weight");
     printf("parameters:      %lld total (%.3f B), %lld active per token (%.3f B)\n",
            (long long)I->n_params, I->n_params / 1e9, (long long)I->n_params_active,
@@ -873,11 +911,12 @@ static int cmd_bench(int argc, char **argv)
         double gops = ops / median(t_pp, reps) / 1e9;
         const char *tname = tensor_type_get(I->main_type)->name;
         if (json)
-            printf("{\"model\":\"%s\",\"type\":\"%s\",\"threads\":%d,\"pp_tokens\":%d,"
-                   "\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,\"bytes_per_token\":%zu,"
-                   "\"tg_gb_s\":%.3f,\"pp_gop_s\":%.1f,\"isa\":\"%s\"}\n",
-                   I->name, tname, th[ti], n_pp, pp, tg, I->bytes_per_token, tg * gb, gops,
-                   model_isa_name(m));
+            printf("{\"model\":\"%s\",\"arch\":\"%s\",\"type\":\"%s\",\"threads\":%d,"
+                   "\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
+                   "\"bytes_per_token\":%zu,\"tg_gb_s\":%.3f,\"pp_gop_s\":%.1f,"
+                   "\"kv_bytes_token\":%zu,\"kv_bytes_token_full\":%zu,\"isa\":\"%s\"}\n",
+                   I->name, I->arch_name, tname, th[ti], n_pp, pp, tg, I->bytes_per_token,
+                   tg * gb, gops, I->kv_bytes_token, I->kv_bytes_token_full, model_isa_name(m));
         else
             printf("| %s | %s | %d | %.1f | %.2f | %.3f | %.2f | %.0f |\n", I->name, tname, th[ti],
                    pp, tg, gb, tg * gb, gops);

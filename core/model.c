@@ -1,5 +1,7 @@
-/* moegate — model loading and the forward pass for qwen3moe, qwen2moe and
- * mixtral (GGUF arch "llama" with experts).
+/* moegate — model loading and the forward pass for qwen3moe, qwen2moe,
+ * mixtral (GGUF arch "llama" with experts) and deepseek2 (whose multi-head
+ * latent attention lives in mla.c; its DeepSeekMoE routing, shared experts
+ * and leading dense layers are here, with the other families' MoE).
  *
  * Loading binds every tensor of the file to a wmat (weights stay in the
  * read-only mapping) after checking its type and shape against the
@@ -23,85 +25,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine_internal.h"
 #include "errors.h"
-
-/* ---- structures ---------------------------------------------------------- */
-
-/* RoPE rotates at most this many pairs per head (rope.dimension_count / 2);
- * the per-token angle tables live on the stack. */
-#define ROPE_MAX_PAIRS 512
-
-typedef struct layer {
-    float *attn_norm;            /* [dim] */
-    wmat wq, wk, wv, wo;         /* [n_head*hd][dim], [n_kv*hd][dim] x2, [dim][n_head*hd] */
-    float *bq, *bk, *bv;         /* qwen2moe biases, else NULL */
-    float *q_norm, *k_norm;      /* qwen3moe per-head norms [hd], else NULL */
-    float *ffn_norm;             /* [dim] */
-    wmat router;                 /* [n_expert][dim] */
-    wmat gate_exps, up_exps;     /* [n_expert][eff][dim] */
-    wmat down_exps;              /* [n_expert][dim][eff] */
-    float *shexp_gate;           /* qwen2moe: [dim] sigmoid gate of the shared expert */
-    wmat gate_sh, up_sh, down_sh; /* qwen2moe shared expert */
-
-} layer;
-
-struct model_kv {
-    const model *m;
-    int n_seq, n_ctx;
-    int64_t kv_dim; /* n_head_kv * head_dim */
-    float *k, *v;   /* [n_layer][n_seq][n_ctx][kv_dim] */
-    float *scores;  /* [n_threads][n_head/n_head_kv][n_ctx] attention scratch */
-    size_t bytes;
-};
-
-/* Scratch for one forward chunk of up to nb tokens. */
-typedef struct scratch {
-    float *x;       /* [nb][dim] residual stream */
-    float *xn;      /* [nb][dim] normalised input of a block */
-    float *q;       /* [nb][n_head*hd] */
-    float *k, *v;   /* [nb][n_kv*hd] */
-    float *att;     /* [nb][n_head*hd] attention output */
-    float *o;       /* [nb][dim] block output */
-    float *rlog;    /* [nb][n_expert] router logits */
-    int32_t *sel;   /* [nb][k] selected experts */
-    float *selw;    /* [nb][k] their weights */
-    int32_t *slot_tok; /* [nb*k] token of each expert slot */
-    int32_t *tok_slot; /* [nb][k] slot of each (token, choice) */
-    int32_t *ex;       /* [n_expert] active experts */
-    int32_t *slot_off; /* [n_expert+1] first slot of each active expert */
-    int32_t *rlog_i;   /* [n_expert] fill cursors */
-    int n_ex;          /* active experts in this chunk */
-    unsigned char *xa;  /* [nb*k] prepared rows for gate/up */
-    unsigned char *xa2; /* [nb*k] prepared rows for up when its type differs */
-    unsigned char *ha;  /* [nb*k] prepared rows for down */
-    float *hg, *hu;     /* [nb*k][max(eff, sff)] */
-    float *eo;          /* [nb*k][dim] expert outputs */
-    float *shg;         /* [nb] shared-expert gate logits */
-    float *rows;        /* [nb][dim] compacted rows wanting logits */
-} scratch;
-
-struct model {
-    model_info info;
-    gguf *g;
-    pool *pool;
-    mm_ctx mm;
-    int n_batch;
-    const tensor_kernels *kt;
-    wmat tok_embd; /* [n_vocab][dim] */
-    float *out_norm;
-    wmat output;
-    layer *layers;
-    scratch s;
-    float *rope_inv_freq; /* [n_rot/2] */
-    void **allocs;        /* every owned buffer (vectors, scratch), freed at close */
-    size_t n_allocs, cap_allocs;
-    bool oom;             /* an own_alloc failed */
-};
+#include "model_internal.h"
 
 /* ---- metadata ------------------------------------------------------------ */
 
-static int meta_int(const model *m, const char *suffix, int64_t *out, bool required, char *err,
+int model_meta_int(const model *m, const char *suffix, int64_t *out, bool required, char *err,
                     size_t errlen)
 {
     char key[160];
@@ -125,7 +54,7 @@ static int meta_int(const model *m, const char *suffix, int64_t *out, bool requi
     return MG_OK;
 }
 
-static int meta_float(const model *m, const char *suffix, double *out, char *err, size_t errlen)
+int model_meta_float(const model *m, const char *suffix, double *out, char *err, size_t errlen)
 {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", m->info.arch_name, suffix);
@@ -143,7 +72,7 @@ static int meta_float(const model *m, const char *suffix, double *out, char *err
 
 /* Zeroed, 64-byte aligned, recorded for model_close. Load time only: the
  * forward pass never allocates. On failure sets m->oom and returns NULL. */
-static void *own_alloc(model *m, size_t bytes)
+void *model_own_alloc(model *m, size_t bytes)
 {
     if (m->n_allocs == m->cap_allocs) {
         size_t cap = m->cap_allocs ? 2 * m->cap_allocs : 64;
@@ -190,7 +119,7 @@ static int find_computable(model *m, const gguf_tensor **t, const char *name, bo
     return MG_OK;
 }
 
-static int bind_wmat(model *m, wmat *w, const char *name, int64_t n_in, int64_t n_out,
+int model_bind_wmat(model *m, wmat *w, const char *name, int64_t n_in, int64_t n_out,
                      int64_t n_mat, bool required, char *err, size_t errlen)
 {
     memset(w, 0, sizeof *w);
@@ -230,13 +159,13 @@ static int bind_split_experts(model *m, layer *L, wmat *w, int il, const char *k
                               int64_t n_in, int64_t n_out, char *err, size_t errlen)
 {
     int64_t ne = m->info.n_expert;
-    const void **ptrs = own_alloc(m, (size_t)ne * sizeof(void *));
+    const void **ptrs = model_own_alloc(m, (size_t)ne * sizeof(void *));
     uint32_t type = 0;
     for (int64_t e = 0; e < ne; e++) {
         char name[96];
         snprintf(name, sizeof name, "blk.%d.%s.%lld.weight", il, kind, (long long)e);
         wmat one;
-        int rc = bind_wmat(m, &one, name, n_in, n_out, 1, true, err, errlen);
+        int rc = model_bind_wmat(m, &one, name, n_in, n_out, 1, true, err, errlen);
         if (rc)
             return rc;
         if (e == 0) {
@@ -258,7 +187,7 @@ static int bind_split_experts(model *m, layer *L, wmat *w, int il, const char *k
 }
 
 /* 1-D tensor -> owned f32 array of n (NULL and MG_OK when optional and absent). */
-static int bind_vec(model *m, float **out, const char *name, int64_t n, bool required, char *err,
+int model_bind_vec(model *m, float **out, const char *name, int64_t n, bool required, char *err,
                     size_t errlen)
 {
     *out = NULL;
@@ -271,13 +200,65 @@ static int bind_vec(model *m, float **out, const char *name, int64_t n, bool req
                    name, (long long)t->ne[0], (long long)t->ne[1], (long long)n);
         return MG_EFORMAT;
     }
-    float *v = own_alloc(m, (size_t)n * sizeof(float));
+    float *v = model_own_alloc(m, (size_t)n * sizeof(float));
     if (!v) {
         mg_err_set(err, errlen, "model: out of memory for tensor '%s'", name);
         return MG_ENOMEM;
     }
     tensor_dequant_row(m->kt, t->type, v, t->data, n);
     *out = v;
+    return MG_OK;
+}
+
+/* A SwiGLU triple blk.il.ffn_{gate,up,down}<kind>.weight: gate and up
+ * [n_mat][ff][dim], down [n_mat][dim][ff] (kind "", "_exps", "_shexp"). */
+static int bind_swiglu(model *m, int il, const char *kind, wmat *gate, wmat *up, wmat *down,
+                       int64_t ff, int64_t n_mat, char *err, size_t errlen)
+{
+    int64_t dim = m->info.dim;
+    char n[96];
+    int rc;
+    snprintf(n, sizeof n, "blk.%d.ffn_gate%s.weight", il, kind);
+    if ((rc = model_bind_wmat(m, gate, n, dim, ff, n_mat, true, err, errlen)))
+        return rc;
+    snprintf(n, sizeof n, "blk.%d.ffn_up%s.weight", il, kind);
+    if ((rc = model_bind_wmat(m, up, n, dim, ff, n_mat, true, err, errlen)))
+        return rc;
+    snprintf(n, sizeof n, "blk.%d.ffn_down%s.weight", il, kind);
+    return model_bind_wmat(m, down, n, ff, dim, n_mat, true, err, errlen);
+}
+
+/* deepseek2: MLA tensors (mla.c), then a dense FFN for the leading layers,
+ * else the router (+ V3's selection bias), routed and shared experts. */
+static int bind_layer_deepseek2(model *m, int il, char *err, size_t errlen)
+{
+    const model_info *I = &m->info;
+    layer *L = &m->layers[il];
+    int64_t dim = I->dim, eff = I->expert_ff, ne = I->n_expert, sff = I->shared_ff;
+    char n[96];
+    int rc;
+#define NAME(fmt) (snprintf(n, sizeof n, "blk.%d." fmt, il), n)
+    if ((rc = model_bind_vec(m, &L->attn_norm, NAME("attn_norm.weight"), dim, true, err,
+                             errlen)) ||
+        (rc = mla_bind_layer(m, il, err, errlen)) ||
+        (rc = model_bind_vec(m, &L->ffn_norm, NAME("ffn_norm.weight"), dim, true, err, errlen)))
+        return rc;
+    if (il < I->n_dense_lead) {
+        L->dense = true;
+        return bind_swiglu(m, il, "", &L->gate_ff, &L->up_ff, &L->down_ff, I->dense_ff, 1, err,
+                           errlen);
+    }
+    if ((rc = model_bind_wmat(m, &L->router, NAME("ffn_gate_inp.weight"), dim, ne, 1, true, err,
+                              errlen)) ||
+        (rc = model_bind_vec(m, &L->exp_bias, NAME("exp_probs_b.bias"), ne,
+                             I->gating == MODEL_GATING_SIGMOID, err, errlen)) ||
+        (rc = bind_swiglu(m, il, "_exps", &L->gate_exps, &L->up_exps, &L->down_exps, eff, ne,
+                          err, errlen)))
+        return rc;
+    if (sff > 0 && (rc = bind_swiglu(m, il, "_shexp", &L->gate_sh, &L->up_sh, &L->down_sh, sff,
+                                     1, err, errlen)))
+        return rc;
+#undef NAME
     return MG_OK;
 }
 
@@ -290,30 +271,28 @@ static int bind_layer(model *m, int il, char *err, size_t errlen)
     char n[96];
     int rc;
 #define NAME(fmt) (snprintf(n, sizeof n, "blk.%d." fmt, il), n)
-    if ((rc = bind_vec(m, &L->attn_norm, NAME("attn_norm.weight"), dim, true, err, errlen)) ||
-        (rc = bind_wmat(m, &L->wq, NAME("attn_q.weight"), dim, nq, 1, true, err, errlen)) ||
-        (rc = bind_wmat(m, &L->wk, NAME("attn_k.weight"), dim, nkv, 1, true, err, errlen)) ||
-        (rc = bind_wmat(m, &L->wv, NAME("attn_v.weight"), dim, nkv, 1, true, err, errlen)) ||
-        (rc = bind_wmat(m, &L->wo, NAME("attn_output.weight"), nq, dim, 1, true, err, errlen)) ||
-        (rc = bind_vec(m, &L->ffn_norm, NAME("ffn_norm.weight"), dim, true, err, errlen)) ||
-        (rc = bind_wmat(m, &L->router, NAME("ffn_gate_inp.weight"), dim, I->n_expert, 1, true,
+    if (I->arch == MODEL_ARCH_DEEPSEEK2)
+        return bind_layer_deepseek2(m, il, err, errlen);
+    if ((rc = model_bind_vec(m, &L->attn_norm, NAME("attn_norm.weight"), dim, true, err, errlen)) ||
+        (rc = model_bind_wmat(m, &L->wq, NAME("attn_q.weight"), dim, nq, 1, true, err, errlen)) ||
+        (rc = model_bind_wmat(m, &L->wk, NAME("attn_k.weight"), dim, nkv, 1, true, err, errlen)) ||
+        (rc = model_bind_wmat(m, &L->wv, NAME("attn_v.weight"), dim, nkv, 1, true, err, errlen)) ||
+        (rc = model_bind_wmat(m, &L->wo, NAME("attn_output.weight"), nq, dim, 1, true, err, errlen)) ||
+        (rc = model_bind_vec(m, &L->ffn_norm, NAME("ffn_norm.weight"), dim, true, err, errlen)) ||
+        (rc = model_bind_wmat(m, &L->router, NAME("ffn_gate_inp.weight"), dim, I->n_expert, 1, true,
                         err, errlen)))
         return rc;
     bool qwen2 = I->arch == MODEL_ARCH_QWEN2MOE, qwen3 = I->arch == MODEL_ARCH_QWEN3MOE;
-    if ((rc = bind_vec(m, &L->bq, NAME("attn_q.bias"), nq, qwen2, err, errlen)) ||
-        (rc = bind_vec(m, &L->bk, NAME("attn_k.bias"), nkv, qwen2, err, errlen)) ||
-        (rc = bind_vec(m, &L->bv, NAME("attn_v.bias"), nkv, qwen2, err, errlen)) ||
-        (rc = bind_vec(m, &L->q_norm, NAME("attn_q_norm.weight"), hd, qwen3, err, errlen)) ||
-        (rc = bind_vec(m, &L->k_norm, NAME("attn_k_norm.weight"), hd, qwen3, err, errlen)))
+    if ((rc = model_bind_vec(m, &L->bq, NAME("attn_q.bias"), nq, qwen2, err, errlen)) ||
+        (rc = model_bind_vec(m, &L->bk, NAME("attn_k.bias"), nkv, qwen2, err, errlen)) ||
+        (rc = model_bind_vec(m, &L->bv, NAME("attn_v.bias"), nkv, qwen2, err, errlen)) ||
+        (rc = model_bind_vec(m, &L->q_norm, NAME("attn_q_norm.weight"), hd, qwen3, err, errlen)) ||
+        (rc = model_bind_vec(m, &L->k_norm, NAME("attn_k_norm.weight"), hd, qwen3, err, errlen)))
         return rc;
     int64_t eff = I->expert_ff, ne = I->n_expert;
     if (gguf_tensor_find(m->g, NAME("ffn_gate_exps.weight")) || I->arch != MODEL_ARCH_MIXTRAL) {
-        if ((rc = bind_wmat(m, &L->gate_exps, NAME("ffn_gate_exps.weight"), dim, eff, ne, true,
-                            err, errlen)) ||
-            (rc = bind_wmat(m, &L->up_exps, NAME("ffn_up_exps.weight"), dim, eff, ne, true, err,
-                            errlen)) ||
-            (rc = bind_wmat(m, &L->down_exps, NAME("ffn_down_exps.weight"), eff, dim, ne, true,
-                            err, errlen)))
+        if ((rc = bind_swiglu(m, il, "_exps", &L->gate_exps, &L->up_exps, &L->down_exps, eff,
+                              ne, err, errlen)))
             return rc;
     } else {
         if ((rc = bind_split_experts(m, L, &L->gate_exps, il, "ffn_gate", dim, eff, err,
@@ -325,14 +304,10 @@ static int bind_layer(model *m, int il, char *err, size_t errlen)
     }
     if (I->shared_ff > 0) {
         int64_t sff = I->shared_ff;
-        if ((rc = bind_vec(m, &L->shexp_gate, NAME("ffn_gate_inp_shexp.weight"), dim, true, err,
+        if ((rc = model_bind_vec(m, &L->shexp_gate, NAME("ffn_gate_inp_shexp.weight"), dim, true, err,
                            errlen)) ||
-            (rc = bind_wmat(m, &L->gate_sh, NAME("ffn_gate_shexp.weight"), dim, sff, 1, true,
-                            err, errlen)) ||
-            (rc = bind_wmat(m, &L->up_sh, NAME("ffn_up_shexp.weight"), dim, sff, 1, true, err,
-                            errlen)) ||
-            (rc = bind_wmat(m, &L->down_sh, NAME("ffn_down_shexp.weight"), sff, dim, 1, true, err,
-                            errlen)))
+            (rc = bind_swiglu(m, il, "_shexp", &L->gate_sh, &L->up_sh, &L->down_sh, sff, 1, err,
+                              errlen)))
             return rc;
     }
 #undef NAME
@@ -357,20 +332,28 @@ static int read_hparams(model *m, char *err, size_t errlen)
         I->arch = MODEL_ARCH_QWEN2MOE;
     else if (!strcmp(I->arch_name, "llama"))
         I->arch = MODEL_ARCH_MIXTRAL;
+    else if (!strcmp(I->arch_name, "deepseek2"))
+        I->arch = MODEL_ARCH_DEEPSEEK2;
     else {
         mg_err_set(err, errlen, "model: architecture '%s' is not supported (supported: qwen3moe, "
-                   "qwen2moe, llama with experts i.e. Mixtral)", I->arch_name);
+                   "qwen2moe, llama with experts i.e. Mixtral, deepseek2)", I->arch_name);
         return MG_EUNSUPPORTED;
     }
+    I->gating = MODEL_GATING_SOFTMAX;
+    I->n_group = I->n_group_used = 1;
+    I->expert_scale = 1.0;
+    strcpy(I->rope_scaling, "none");
+    if (I->arch == MODEL_ARCH_DEEPSEEK2)
+        return mla_read_hparams(m, err, errlen);
     int64_t ff = 0;
     I->n_ctx_train = 4096;
-    if ((rc = meta_int(m, "embedding_length", &I->dim, true, err, errlen)) ||
-        (rc = meta_int(m, "block_count", &I->n_layer, true, err, errlen)) ||
-        (rc = meta_int(m, "attention.head_count", &I->n_head, true, err, errlen)) ||
-        (rc = meta_int(m, "context_length", &I->n_ctx_train, false, err, errlen)) ||
-        (rc = meta_int(m, "feed_forward_length", &ff, false, err, errlen)) ||
-        (rc = meta_int(m, "expert_count", &I->n_expert, false, err, errlen)) ||
-        (rc = meta_int(m, "expert_used_count", &I->n_expert_used, false, err, errlen)))
+    if ((rc = model_meta_int(m, "embedding_length", &I->dim, true, err, errlen)) ||
+        (rc = model_meta_int(m, "block_count", &I->n_layer, true, err, errlen)) ||
+        (rc = model_meta_int(m, "attention.head_count", &I->n_head, true, err, errlen)) ||
+        (rc = model_meta_int(m, "context_length", &I->n_ctx_train, false, err, errlen)) ||
+        (rc = model_meta_int(m, "feed_forward_length", &ff, false, err, errlen)) ||
+        (rc = model_meta_int(m, "expert_count", &I->n_expert, false, err, errlen)) ||
+        (rc = model_meta_int(m, "expert_used_count", &I->n_expert_used, false, err, errlen)))
         return rc;
     if (I->n_expert == 0) {
         mg_err_set(err, errlen, "model: '%s.expert_count' is missing or 0: dense models are not "
@@ -389,11 +372,11 @@ static int read_hparams(model *m, char *err, size_t errlen)
     I->head_dim = I->dim / I->n_head;
     I->expert_ff = ff;
     int64_t vlen = 0;
-    if ((rc = meta_int(m, "attention.head_count_kv", &I->n_head_kv, false, err, errlen)) ||
-        (rc = meta_int(m, "attention.key_length", &I->head_dim, false, err, errlen)) ||
-        (rc = meta_int(m, "attention.value_length", &vlen, false, err, errlen)) ||
-        (rc = meta_int(m, "expert_feed_forward_length", &I->expert_ff, false, err, errlen)) ||
-        (rc = meta_int(m, "expert_shared_feed_forward_length", &I->shared_ff, false, err,
+    if ((rc = model_meta_int(m, "attention.head_count_kv", &I->n_head_kv, false, err, errlen)) ||
+        (rc = model_meta_int(m, "attention.key_length", &I->head_dim, false, err, errlen)) ||
+        (rc = model_meta_int(m, "attention.value_length", &vlen, false, err, errlen)) ||
+        (rc = model_meta_int(m, "expert_feed_forward_length", &I->expert_ff, false, err, errlen)) ||
+        (rc = model_meta_int(m, "expert_shared_feed_forward_length", &I->shared_ff, false, err,
                        errlen)))
         return rc;
     if (vlen && vlen != I->head_dim) {
@@ -431,9 +414,9 @@ static int read_hparams(model *m, char *err, size_t errlen)
     I->rope_base = 10000.0;
     I->rope_scale = 1.0;
     I->rms_eps = 1e-6;
-    if ((rc = meta_int(m, "rope.dimension_count", &I->n_rot, false, err, errlen)) ||
-        (rc = meta_float(m, "rope.freq_base", &I->rope_base, err, errlen)) ||
-        (rc = meta_float(m, "attention.layer_norm_rms_epsilon", &I->rms_eps, err, errlen)))
+    if ((rc = model_meta_int(m, "rope.dimension_count", &I->n_rot, false, err, errlen)) ||
+        (rc = model_meta_float(m, "rope.freq_base", &I->rope_base, err, errlen)) ||
+        (rc = model_meta_float(m, "attention.layer_norm_rms_epsilon", &I->rms_eps, err, errlen)))
         return rc;
     if (I->n_rot <= 0 || I->n_rot > I->head_dim || I->n_rot % 2 ||
         I->n_rot > 2 * ROPE_MAX_PAIRS || I->rope_base <= 0 ||
@@ -448,15 +431,16 @@ static int read_hparams(model *m, char *err, size_t errlen)
     snprintf(key, sizeof key, "%s.rope.scaling.type", I->arch_name);
     gguf_get_cstr(m->g, key, stype, sizeof stype);
     double factor = 0;
-    if ((rc = meta_float(m, "rope.scaling.factor", &factor, err, errlen)))
+    if ((rc = model_meta_float(m, "rope.scaling.factor", &factor, err, errlen)))
         return rc;
-    if (factor == 0 && (rc = meta_float(m, "rope.scale_linear", &factor, err, errlen)))
+    if (factor == 0 && (rc = model_meta_float(m, "rope.scale_linear", &factor, err, errlen)))
         return rc;
     if (stype[0] == 0 || !strcmp(stype, "none")) {
         if (factor > 0 && strcmp(stype, "none") != 0)
             I->rope_scale = factor; /* rope.scale_linear alone means linear */
     } else if (!strcmp(stype, "linear")) {
         I->rope_scale = factor > 0 ? factor : 1.0;
+        strcpy(I->rope_scaling, "linear");
     } else {
         mg_err_set(err, errlen, "model: rope scaling type '%s' (key '%s') is not supported for %s "
                    "(supported: none, linear)", stype, key, I->arch_name);
@@ -468,6 +452,10 @@ static int read_hparams(model *m, char *err, size_t errlen)
     snprintf(key, sizeof key, "%s.expert_weights_norm", I->arch_name);
     if (gguf_get_bool(m->g, key, &b) == MG_OK)
         I->norm_topk = b;
+    I->attn_scale = 1.0 / sqrt((double)I->head_dim);
+    I->kv_bytes_token = (size_t)I->n_layer * 2 * (size_t)(I->n_head_kv * I->head_dim) *
+                        sizeof(float);
+    I->kv_bytes_token_full = I->kv_bytes_token;
     return MG_OK;
 }
 
@@ -485,42 +473,54 @@ static void plan_scratch(model *m)
     scratch *s = &m->s;
     int64_t nb = m->n_batch, k = I->n_expert_used, nq = I->n_head * I->head_dim;
     int64_t nkv = I->n_head_kv * I->head_dim;
-    int64_t ffmax = I->expert_ff > I->shared_ff ? I->expert_ff : I->shared_ff;
+    int64_t natt = I->n_head * (I->head_dim > I->v_head_dim ? I->head_dim : I->v_head_dim);
+    /* widest FFN of any kind: routed experts use nb*k rows of eff, the
+     * shared expert and dense layers nb rows of their width */
+    int64_t ffmax = I->expert_ff;
+    ffmax = ffmax > I->shared_ff ? ffmax : I->shared_ff;
+    ffmax = ffmax > I->dense_ff ? ffmax : I->dense_ff;
     int64_t nslot = nb * k;
-    s->x = own_alloc(m, sizeof(float) * nb * I->dim);
-    s->xn = own_alloc(m, sizeof(float) * nb * I->dim);
-    s->q = own_alloc(m, sizeof(float) * nb * nq);
-    s->k = own_alloc(m, sizeof(float) * nb * nkv);
-    s->v = own_alloc(m, sizeof(float) * nb * nkv);
-    s->att = own_alloc(m, sizeof(float) * nb * nq);
-    s->o = own_alloc(m, sizeof(float) * nb * I->dim);
-    s->rlog = own_alloc(m, sizeof(float) * nb * I->n_expert);
-    s->sel = own_alloc(m, sizeof(int32_t) * nslot);
-    s->selw = own_alloc(m, sizeof(float) * nslot);
-    s->slot_tok = own_alloc(m, sizeof(int32_t) * nslot);
-    s->tok_slot = own_alloc(m, sizeof(int32_t) * nslot);
-    s->ex = own_alloc(m, sizeof(int32_t) * I->n_expert);
-    s->slot_off = own_alloc(m, sizeof(int32_t) * (I->n_expert + 1));
-    s->rlog_i = own_alloc(m, sizeof(int32_t) * I->n_expert);
-    /* prepared rows: the widest format any expert/shared matrix needs */
+    int64_t hsize = nslot * I->expert_ff;
+    if (hsize < nb * ffmax)
+        hsize = nb * ffmax;
+    s->x = model_own_alloc(m, sizeof(float) * nb * I->dim);
+    s->xn = model_own_alloc(m, sizeof(float) * nb * I->dim);
+    s->q = model_own_alloc(m, sizeof(float) * nb * nq);
+    s->k = model_own_alloc(m, sizeof(float) * nb * nkv);
+    s->v = model_own_alloc(m, sizeof(float) * nb * nkv);
+    s->att = model_own_alloc(m, sizeof(float) * nb * natt);
+    s->o = model_own_alloc(m, sizeof(float) * nb * I->dim);
+    s->rlog = model_own_alloc(m, sizeof(float) * nb * I->n_expert);
+    s->rsel = model_own_alloc(m, sizeof(float) * nb * I->n_expert);
+    s->sel = model_own_alloc(m, sizeof(int32_t) * nslot);
+    s->selw = model_own_alloc(m, sizeof(float) * nslot);
+    s->slot_tok = model_own_alloc(m, sizeof(int32_t) * nslot);
+    s->tok_slot = model_own_alloc(m, sizeof(int32_t) * nslot);
+    s->ex = model_own_alloc(m, sizeof(int32_t) * I->n_expert);
+    s->slot_off = model_own_alloc(m, sizeof(int32_t) * (I->n_expert + 1));
+    s->rlog_i = model_own_alloc(m, sizeof(int32_t) * I->n_expert);
+    /* prepared rows: the widest format any expert matrix needs */
     size_t xa_row = 0, ha_row = 0;
     for (int64_t il = 0; il < I->n_layer; il++) {
         const layer *L = &m->layers[il];
+        if (L->dense)
+            continue;
         xa_row = max_sz(xa_row, tensor_act_row_bytes(L->gate_exps.type, I->dim));
         xa_row = max_sz(xa_row, tensor_act_row_bytes(L->up_exps.type, I->dim));
-        ha_row = max_sz(ha_row, tensor_act_row_bytes(L->down_exps.type, ffmax));
+        ha_row = max_sz(ha_row, tensor_act_row_bytes(L->down_exps.type, I->expert_ff));
     }
-    s->xa = own_alloc(m, xa_row * nslot);
-    s->xa2 = own_alloc(m, xa_row * nslot);
-    s->ha = own_alloc(m, ha_row * nslot);
-    s->hg = own_alloc(m, sizeof(float) * nslot * ffmax);
-    s->hu = own_alloc(m, sizeof(float) * nslot * ffmax);
-    s->eo = own_alloc(m, sizeof(float) * nslot * I->dim);
-    s->shg = own_alloc(m, sizeof(float) * nb);
-    s->rows = own_alloc(m, sizeof(float) * nb * I->dim);
+    s->xa = model_own_alloc(m, xa_row * nslot);
+    s->xa2 = model_own_alloc(m, xa_row * nslot);
+    s->ha = model_own_alloc(m, ha_row * nslot);
+    s->hg = model_own_alloc(m, sizeof(float) * hsize);
+    s->hu = model_own_alloc(m, sizeof(float) * hsize);
+    s->eo = model_own_alloc(m, sizeof(float) * nslot * I->dim);
+    s->shg = model_own_alloc(m, sizeof(float) * nb);
+    s->rows = model_own_alloc(m, sizeof(float) * nb * I->dim);
     /* mm_run's activation buffer: up to 3 formats of the widest input */
-    int64_t wmax = I->dim > nq ? I->dim : nq;
+    int64_t wmax = I->dim > natt ? I->dim : natt;
     wmax = wmax > ffmax ? wmax : ffmax;
+    wmax = wmax > I->q_lora_rank ? wmax : I->q_lora_rank;
     size_t act_row = 0;
     for (uint32_t t = 0; t < TENSOR_TYPE_COUNT; t++) {
         const tensor_type_info *ti = tensor_type_get(t);
@@ -530,8 +530,10 @@ static void plan_scratch(model *m)
         }
     }
     m->mm.act_cap = act_row * (size_t)nb * 3;
-    m->mm.act = own_alloc(m, m->mm.act_cap);
-    m->rope_inv_freq = own_alloc(m, sizeof(float) * (size_t)(I->n_rot / 2));
+    m->mm.act = model_own_alloc(m, m->mm.act_cap);
+    m->rope_inv_freq = model_own_alloc(m, sizeof(float) * (size_t)(I->n_rot / 2));
+    if (I->arch == MODEL_ARCH_DEEPSEEK2)
+        mla_plan_scratch(m);
 }
 
 /* ---- open / close ------------------------------------------------------------- */
@@ -686,10 +688,10 @@ int model_open(model **out, const char *path, const model_opts *opts, char *err,
         rc = MG_EFORMAT;
         goto fail;
     }
-    if ((rc = bind_wmat(m, &m->tok_embd, "token_embd.weight", I->dim, I->n_vocab, 1, true, err,
+    if ((rc = model_bind_wmat(m, &m->tok_embd, "token_embd.weight", I->dim, I->n_vocab, 1, true, err,
                         errlen)))
         goto fail;
-    if ((rc = bind_wmat(m, &m->output, "output.weight", I->dim, I->n_vocab, 1, false, err,
+    if ((rc = model_bind_wmat(m, &m->output, "output.weight", I->dim, I->n_vocab, 1, false, err,
                         errlen)))
         goto fail;
     if (!m->output.data) {
@@ -707,7 +709,7 @@ int model_open(model **out, const char *path, const model_opts *opts, char *err,
     for (int64_t il = 0; il < I->n_layer; il++)
         if ((rc = bind_layer(m, (int)il, err, errlen)))
             goto fail;
-    if ((rc = bind_vec(m, &m->out_norm, "output_norm.weight", I->dim, true, err, errlen)))
+    if ((rc = model_bind_vec(m, &m->out_norm, "output_norm.weight", I->dim, true, err, errlen)))
         goto fail;
 
     /* the pool, the matmul driver and every scratch buffer */
@@ -729,9 +731,13 @@ int model_open(model **out, const char *path, const model_opts *opts, char *err,
         rc = MG_ENOMEM;
         goto fail;
     }
-    /* RoPE: theta_i = base^(-2i/n_rot), computed in double */
-    for (int64_t i = 0; i < I->n_rot / 2; i++)
-        m->rope_inv_freq[i] = (float)pow(I->rope_base, -2.0 * (double)i / (double)I->n_rot);
+    /* RoPE: theta_i = base^(-2i/n_rot), computed in double (deepseek2: YaRN) */
+    if (I->arch == MODEL_ARCH_DEEPSEEK2)
+        mla_rope_init(m);
+    else
+        for (int64_t i = 0; i < I->n_rot / 2; i++)
+            m->rope_inv_freq[i] = (float)pow(I->rope_base, -2.0 * (double)i / (double)I->n_rot);
+    m->mla_naive = I->arch == MODEL_ARCH_DEEPSEEK2 && o->mla_naive;
 
     count_params(m);
     if (o->prefault)
@@ -796,12 +802,15 @@ int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *
     kv->m = m;
     kv->n_seq = n_seq;
     kv->n_ctx = n_ctx;
-    kv->kv_dim = I->n_head_kv * I->head_dim;
+    /* deepseek2 caches one latent row (kv_lora + rope) per token and layer,
+     * shared by all heads; the others keys and values per kv head */
+    bool mla = I->arch == MODEL_ARCH_DEEPSEEK2;
+    kv->kv_dim = mla ? I->kv_lora_rank + I->qk_rope : I->n_head_kv * I->head_dim;
     /* checked products: n_seq and n_ctx come from the caller */
-    size_t n, n_sc, group = (size_t)(I->n_head / I->n_head_kv);
+    size_t n, n_sc, group = mla ? (size_t)I->n_head : (size_t)(I->n_head / I->n_head_kv);
     if (__builtin_mul_overflow((size_t)I->n_layer * (size_t)kv->kv_dim, (size_t)n_seq, &n) ||
         __builtin_mul_overflow(n, (size_t)n_ctx, &n) ||
-        __builtin_mul_overflow(n, 2 * sizeof(float), &kv->bytes) ||
+        __builtin_mul_overflow(n, (mla ? 1 : 2) * sizeof(float), &kv->bytes) ||
         __builtin_mul_overflow((size_t)pool_size(m->pool) * group, (size_t)n_ctx, &n_sc)) {
         mg_err_set(err, errlen, "model: kv cache of %d sequences x %d positions is too large",
                    n_seq, n_ctx);
@@ -811,11 +820,11 @@ int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *
     /* zeroed: a position read before it was written yields zeros, never
      * stale heap contents */
     kv->k = calloc(n, sizeof(float));
-    kv->v = calloc(n, sizeof(float));
+    kv->v = mla ? NULL : calloc(n, sizeof(float));
     /* attention scores: sized by this cache's positions, not the model's
      * (possibly huge) training context */
     kv->scores = calloc(n_sc, sizeof(float));
-    if (!kv->k || !kv->v || !kv->scores)
+    if (!kv->k || (!mla && !kv->v) || !kv->scores)
         goto nomem;
     *out = kv;
     return MG_OK;
@@ -841,16 +850,11 @@ size_t model_kv_bytes(const model_kv *kv)
     return kv->bytes;
 }
 
-static inline float *kv_row(const model_kv *kv, float *base, int64_t il, int32_t seq, int32_t pos)
-{
-    size_t idx = (((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx + (size_t)pos);
-    return base + idx * (size_t)kv->kv_dim;
-}
 
 /* ---- element-wise operations ------------------------------------------------------ */
 
 /* out = x / sqrt(mean(x^2) + eps) * w   (RMSNorm, Zhang & Sennrich 2019) */
-static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
+void model_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
 {
     double ss = 0; /* sum in double: dim can be 7168 and values large */
     for (int64_t i = 0; i < n; i++)
@@ -872,10 +876,10 @@ static void norm_rows(void *arg, int64_t r0, int64_t r1)
 {
     norm_job *j = arg;
     for (int64_t r = r0; r < r1; r++)
-        rmsnorm(j->out + r * j->ld, j->x + r * j->ld, j->w, j->n, j->eps);
+        model_rmsnorm(j->out + r * j->ld, j->x + r * j->ld, j->w, j->n, j->eps);
 }
 
-static void rmsnorm_rows(model *m, float *out, const float *x, const float *w, int64_t rows,
+void model_rmsnorm_rows(model *m, float *out, const float *x, const float *w, int64_t rows,
                          int64_t n)
 {
     norm_job j = {out, x, w, n, n, (float)m->info.rms_eps};
@@ -887,7 +891,7 @@ static void rmsnorm_rows(model *m, float *out, const float *x, const float *w, i
 
 /* RoPE angles of one position: cs[i] = cos(pos * theta_i), sn[i] = sin(...),
  * i < n_rot/2, computed once per token and shared by all its heads. */
-static void rope_angles(float *cs, float *sn, const float *inv_freq, int64_t half, float pos)
+void model_rope_angles(float *cs, float *sn, const float *inv_freq, int64_t half, float pos)
 {
     for (int64_t i = 0; i < half; i++) {
         double theta = (double)pos * inv_freq[i];
@@ -908,10 +912,6 @@ static void rope_head(float *v, const float *cs, const float *sn, int64_t half, 
     }
 }
 
-static inline float silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
 
 /* ---- forward: attention ------------------------------------------------------------ */
 
@@ -945,15 +945,15 @@ static void qk_prepare(void *arg, int64_t t0, int64_t t1)
                 v[i] += L->bv[i];
         if (L->q_norm) /* qwen3: RMSNorm over each head before RoPE */
             for (int64_t h = 0; h < I->n_head; h++)
-                rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, (float)I->rms_eps);
+                model_rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, (float)I->rms_eps);
         if (L->k_norm)
             for (int64_t h = 0; h < I->n_head_kv; h++)
-                rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, (float)I->rms_eps);
+                model_rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, (float)I->rms_eps);
         int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
         float p = (float)((double)pos / I->rope_scale);
         float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
         int64_t half = I->n_rot / 2;
-        rope_angles(cs, sn, m->rope_inv_freq, half, p);
+        model_rope_angles(cs, sn, m->rope_inv_freq, half, p);
         for (int64_t h = 0; h < I->n_head; h++)
             rope_head(q + h * hd, cs, sn, half, I->rope_neox);
         for (int64_t h = 0; h < I->n_head_kv; h++)
@@ -961,18 +961,6 @@ static void qk_prepare(void *arg, int64_t t0, int64_t t1)
         memcpy(kv_row(j->kv, j->kv->k, j->il, seq, pos), k, sizeof(float) * nkv);
         memcpy(kv_row(j->kv, j->kv->v, j->il, seq, pos), v, sizeof(float) * nkv);
     }
-}
-
-/* out[0..n) += w * x[0..n), in chunks of 16 so the compiler vectorises it
- * even for baseline x86-64. */
-static inline void axpy(float *restrict out, float w, const float *restrict x, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++)
-            out[i + j] += w * x[i + j];
-    for (; i < n; i++)
-        out[i] += w * x[i];
 }
 
 /* Causal attention, softmax(q.K^T / sqrt(hd)) V, for one (token, kv head)
@@ -1001,24 +989,9 @@ static void attn_worker(void *arg, int ith, int nth)
         /* scores[h][p] = k_p . q_h for p <= pos */
         tensor_gemm(m->kt, TENSOR_F32, scores, ld, k0, (size_t)kvd * sizeof(float), pos + 1, q,
                     (size_t)hd * sizeof(float), group, hd);
-        for (int64_t h = 0; h < group; h++) {
-            float *sc = scores + h * ld;
-            float mx = -INFINITY;
-            for (int32_t p = 0; p <= pos; p++) {
-                sc[p] *= scale;
-                mx = sc[p] > mx ? sc[p] : mx;
-            }
-            double sum = 0;
-            for (int32_t p = 0; p <= pos; p++) {
-                sc[p] = expf(sc[p] - mx);
-                sum += sc[p];
-            }
-            float inv = (float)(1.0 / sum);
-            float *out = m->s.att + t * I->n_head * hd + (g * group + h) * hd;
-            memset(out, 0, sizeof(float) * hd);
-            for (int32_t p = 0; p <= pos; p++)
-                axpy(out, sc[p] * inv, v0 + (size_t)p * (size_t)kvd, hd);
-        }
+        for (int64_t h = 0; h < group; h++)
+            attn_softmax_sum(m->s.att + t * I->n_head * hd + (g * group + h) * hd, scores + h * ld,
+                             pos + 1, scale, v0, (size_t)kvd, hd);
     }
 }
 
@@ -1057,16 +1030,36 @@ static void moe_swiglu(void *arg, int64_t s0, int64_t s1)
             hg[s * j->k + i] = silu(hg[s * j->k + i]) * hu[s * j->k + i];
 }
 
-/* Router: softmax over all experts, top-k by probability (ties to the lower
- * index), weights renormalised over the k when the family says so. Fills
- * sel/selw and groups (token, choice) pairs into slots by expert. */
-static void moe_route(model *m, int n)
+/* Index of the largest v[i] over i < n with allowed[i] (ties to the lower
+ * index), or -1. */
+static int64_t argmax_allowed(const float *v, const uint8_t *allowed, int64_t n)
 {
-    const model_info *I = &m->info;
-    scratch *s = &m->s;
-    int64_t ne = I->n_expert, k = I->n_expert_used;
-    for (int t = 0; t < n; t++) {
-        float *lg = s->rlog + (int64_t)t * ne;
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (allowed[i] && (best < 0 || v[i] > v[best]))
+            best = i;
+    return best;
+}
+
+/* Router of one token: logits lg[0..ne) -> k experts and their weights.
+ *   scores: softmax over all experts (qwen, mixtral, DeepSeek-V2) or
+ *           sigmoid (DeepSeek-V3);
+ *   selection score: the score, plus the correction bias when the layer has
+ *           one (V3: used for the choice only, never for the weights);
+ *   groups (n_group > 1): keep the n_group_used groups with the best group
+ *           score (V2's group_limited_greedy: the group's best selection
+ *           score; V3's noaux_tc: the sum of its two best), experts outside
+ *           them cannot be chosen;
+ *   top-k by selection score (ties to the lower index); weight = score,
+ *           renormalised over the k when norm_topk, times expert_scale. */
+static void route_token(const model_info *I, const float *bias, float *lg, float *sc,
+                        int32_t *sel, float *w)
+{
+    int64_t ne = I->n_expert, k = I->n_expert_used, ng = I->n_group;
+    if (I->gating == MODEL_GATING_SIGMOID) {
+        for (int64_t e = 0; e < ne; e++)
+            lg[e] = 1.0f / (1.0f + expf(-lg[e]));
+    } else {
         float mx = -INFINITY;
         for (int64_t e = 0; e < ne; e++)
             mx = lg[e] > mx ? lg[e] : mx;
@@ -1077,26 +1070,61 @@ static void moe_route(model *m, int n)
         }
         for (int64_t e = 0; e < ne; e++)
             lg[e] = (float)(lg[e] / sum);
-        int32_t *sel = s->sel + (int64_t)t * k;
-        float *w = s->selw + (int64_t)t * k;
-        double wsum = 0;
-        for (int64_t c = 0; c < k; c++) {
-            int32_t best = -1;
-            for (int64_t e = 0; e < ne; e++) {
-                bool taken = false;
-                for (int64_t d = 0; d < c; d++)
-                    taken |= sel[d] == e;
-                if (!taken && (best < 0 || lg[e] > lg[best]))
-                    best = (int32_t)e;
-            }
-            sel[c] = best;
-            w[c] = lg[best];
-            wsum += lg[best];
-        }
-        if (I->norm_topk)
-            for (int64_t c = 0; c < k; c++)
-                w[c] = (float)(w[c] / wsum);
     }
+    for (int64_t e = 0; e < ne; e++)
+        sc[e] = bias ? lg[e] + bias[e] : lg[e];
+    uint8_t allowed[4096]; /* n_expert <= 4096 (checked at load) */
+    memset(allowed, 1, (size_t)ne);
+    if (ng > 1) {
+        int64_t gs = ne / ng;
+        float gscore[256]; /* n_group <= 256 (checked at load) */
+        uint8_t gfree[256];
+        for (int64_t g = 0; g < ng; g++) {
+            const float *v = sc + g * gs;
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (int64_t i = 0; i < gs; i++) {
+                if (v[i] > b1) {
+                    b2 = b1;
+                    b1 = v[i];
+                } else if (v[i] > b2) {
+                    b2 = v[i];
+                }
+            }
+            gscore[g] = I->gating == MODEL_GATING_SIGMOID && gs > 1 ? b1 + b2 : b1;
+            gfree[g] = 1;
+        }
+        memset(allowed, 0, (size_t)ne);
+        for (int64_t c = 0; c < I->n_group_used; c++) {
+            int64_t g = argmax_allowed(gscore, gfree, ng);
+            gfree[g] = 0;
+            memset(allowed + g * gs, 1, (size_t)gs);
+        }
+    }
+    double wsum = 0;
+    for (int64_t c = 0; c < k; c++) {
+        int64_t best = argmax_allowed(sc, allowed, ne);
+        allowed[best] = 0;
+        sel[c] = (int32_t)best;
+        w[c] = lg[best];
+        wsum += lg[best];
+    }
+    double scale = I->expert_scale;
+    if (I->norm_topk)
+        scale /= wsum;
+    for (int64_t c = 0; c < k; c++)
+        w[c] = (float)(w[c] * scale);
+}
+
+/* Router of a chunk: route_token for every token (fills sel/selw), then
+ * groups (token, choice) pairs into slots by expert. */
+static void moe_route(model *m, const layer *L, int n)
+{
+    const model_info *I = &m->info;
+    scratch *s = &m->s;
+    int64_t ne = I->n_expert, k = I->n_expert_used;
+    for (int t = 0; t < n; t++)
+        route_token(I, L->exp_bias, s->rlog + (int64_t)t * ne, s->rsel + (int64_t)t * ne,
+                    s->sel + (int64_t)t * k, s->selw + (int64_t)t * k);
     /* group by expert: counts, then offsets over active experts in id order */
     int32_t *count = s->slot_off; /* reuse as a counter array of n_expert+1 */
     memset(count, 0, sizeof(int32_t) * (size_t)(ne + 1));
@@ -1162,7 +1190,7 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
     int64_t nslot = (int64_t)n * k;
     /* route tokens to experts */
     mm_run(&m->mm, s->rlog, I->n_expert, &L->router, 0, xn, dim, n);
-    moe_route(m, n);
+    moe_route(m, L, n);
     /* gather each slot's input, prepared for the gate/up weight type */
     size_t xs = tensor_act_row_bytes(L->gate_exps.type, dim);
     moe_job pj = {m, L, n, L->gate_exps.type, s->xa, xs, xn, dim, dim, true};
@@ -1192,7 +1220,8 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
     mm_pfor(&m->mm, n, moe_combine, &cj);
 
     if (I->shared_ff > 0) {
-        /* qwen2moe shared expert: out += sigmoid(xn . g) * down(silu(gate(xn)) * up(xn)) */
+        /* shared expert(s): out += down(silu(gate(xn)) * up(xn)), scaled by
+         * sigmoid(xn . g) for qwen2moe (deepseek2: ungated) */
         int64_t sff = I->shared_ff;
         float *ys[2] = {s->hg, s->hu};
         int64_t lds[2] = {sff, sff};
@@ -1201,7 +1230,10 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
         moe_job sj = {m, L, n, 0, NULL, 0, NULL, 0, sff, false};
         mm_pfor(&m->mm, n, moe_swiglu, &sj);
         mm_run(&m->mm, s->rows, dim, &L->down_sh, 0, s->hg, sff, n);
-        for (int t = 0; t < n; t++) {
+        for (int t = 0; t < n && !L->shexp_gate; t++)
+            for (int64_t i = 0; i < dim; i++)
+                out[t * dim + i] += s->rows[t * dim + i];
+        for (int t = 0; t < n && L->shexp_gate; t++) {
             double g = 0;
             for (int64_t i = 0; i < dim; i++)
                 g += (double)xn[t * dim + i] * L->shexp_gate[i];
@@ -1210,6 +1242,20 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
                 out[t * dim + i] += gate * s->rows[t * dim + i];
         }
     }
+}
+
+/* Dense SwiGLU FFN (deepseek2's leading layers): out = down(silu(gate(xn)) * up(xn)). */
+static void dense_ffn(model *m, const layer *L, const float *xn, float *out, int n)
+{
+    scratch *s = &m->s;
+    int64_t dim = m->info.dim, ff = m->info.dense_ff;
+    float *ys[2] = {s->hg, s->hu};
+    int64_t lds[2] = {ff, ff};
+    const wmat *ws[2] = {&L->gate_ff, &L->up_ff};
+    mm_run_multi(&m->mm, 2, ys, lds, ws, xn, dim, n);
+    moe_job sj = {m, L, n, 0, NULL, 0, NULL, 0, ff, false};
+    mm_pfor(&m->mm, n, moe_swiglu, &sj);
+    mm_run(&m->mm, out, dim, &L->down_ff, 0, s->hg, ff, n);
 }
 
 /* ---- forward: the whole model --------------------------------------------------------- */
@@ -1245,24 +1291,33 @@ static int forward_chunk(model *m, model_kv *kv, const model_batch *b, int b0, i
     for (int64_t il = 0; il < I->n_layer; il++) {
         const layer *L = &m->layers[il];
         /* attention rmsnorm */
-        rmsnorm_rows(m, s->xn, s->x, L->attn_norm, n, dim);
-        /* q, k, v projections */
-        float *qkv[3] = {s->q, s->k, s->v};
-        int64_t ld[3] = {nq, nkv, nkv};
-        const wmat *wqkv[3] = {&L->wq, &L->wk, &L->wv};
-        mm_run_multi(&m->mm, 3, qkv, ld, wqkv, s->xn, dim, n);
-        /* biases, q/k norms, RoPE; append k and v to the cache */
-        attn_job aj = {m, kv, b, b0, n, il};
-        mm_pfor(&m->mm, n, qk_prepare, &aj);
-        /* causal attention over each sequence's cache */
-        pool_run(m->pool, attn_worker, &aj);
-        /* output projection and residual */
-        mm_run(&m->mm, s->o, dim, &L->wo, 0, s->att, nq, n);
+        model_rmsnorm_rows(m, s->xn, s->x, L->attn_norm, n, dim);
+        if (I->arch == MODEL_ARCH_DEEPSEEK2) {
+            /* multi-head latent attention (mla.c), output projection included */
+            mla_attention(m, kv, b, b0, n, il);
+        } else {
+            /* q, k, v projections */
+            float *qkv[3] = {s->q, s->k, s->v};
+            int64_t ld[3] = {nq, nkv, nkv};
+            const wmat *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+            mm_run_multi(&m->mm, 3, qkv, ld, wqkv, s->xn, dim, n);
+            /* biases, q/k norms, RoPE; append k and v to the cache */
+            attn_job aj = {m, kv, b, b0, n, il};
+            mm_pfor(&m->mm, n, qk_prepare, &aj);
+            /* causal attention over each sequence's cache */
+            pool_run(m->pool, attn_worker, &aj);
+            /* output projection */
+            mm_run(&m->mm, s->o, dim, &L->wo, 0, s->att, nq, n);
+        }
+        /* residual */
         for (int64_t i = 0; i < (int64_t)n * dim; i++)
             s->x[i] += s->o[i];
-        /* ffn rmsnorm, mixture of experts, residual */
-        rmsnorm_rows(m, s->xn, s->x, L->ffn_norm, n, dim);
-        moe_forward(m, L, s->xn, s->o, n);
+        /* ffn rmsnorm, dense FFN or mixture of experts, residual */
+        model_rmsnorm_rows(m, s->xn, s->x, L->ffn_norm, n, dim);
+        if (L->dense)
+            dense_ffn(m, L, s->xn, s->o, n);
+        else
+            moe_forward(m, L, s->xn, s->o, n);
         for (int64_t i = 0; i < (int64_t)n * dim; i++)
             s->x[i] += s->o[i];
     }
@@ -1272,7 +1327,7 @@ static int forward_chunk(model *m, model_kv *kv, const model_batch *b, int b0, i
     for (int t = 0; t < n; t++) {
         if (b->want_logits && !b->want_logits[b0 + t])
             continue;
-        rmsnorm(s->rows + (int64_t)nw * dim, s->x + (int64_t)t * dim, m->out_norm, dim,
+        model_rmsnorm(s->rows + (int64_t)nw * dim, s->x + (int64_t)t * dim, m->out_norm, dim,
                 (float)I->rms_eps);
         nw++;
     }

@@ -3,7 +3,8 @@
  * A model is a GGUF file mapped read-only (weights are never copied), the
  * hyper-parameters read from the metadata keys the GGUF ecosystem writes, a
  * thread pool and scratch buffers planned at load. Supported architectures:
- * qwen3moe, qwen2moe, and llama with expert tensors (Mixtral). Anything else,
+ * qwen3moe, qwen2moe, llama with expert tensors (Mixtral), and deepseek2
+ * (DeepSeek-V2/V3: multi-head latent attention, DeepSeekMoE). Anything else,
  * a missing tensor or a tensor of the wrong shape or type is refused at open
  * with a message that names it.
  *
@@ -34,6 +35,13 @@ enum model_arch {
     MODEL_ARCH_QWEN3MOE,
     MODEL_ARCH_QWEN2MOE,
     MODEL_ARCH_MIXTRAL, /* GGUF architecture "llama" with expert tensors */
+    MODEL_ARCH_DEEPSEEK2, /* DeepSeek-V2/V2-Lite/V3/R1 */
+};
+
+/* Router scores (deepseek2.expert_gating_func numbering). */
+enum model_gating {
+    MODEL_GATING_SOFTMAX = 1,
+    MODEL_GATING_SIGMOID = 2,
 };
 
 typedef struct model_info {
@@ -45,11 +53,31 @@ typedef struct model_info {
     int64_t n_layer;   /* block_count */
     int64_t n_head;    /* attention.head_count */
     int64_t n_head_kv; /* attention.head_count_kv */
-    int64_t head_dim;  /* attention.key_length (= value_length) */
+    int64_t head_dim;  /* attention.key_length (= value_length); deepseek2: the
+                        * query/key head size qk_nope + qk_rope */
     int64_t n_expert;
     int64_t n_expert_used;
     int64_t expert_ff; /* expert_feed_forward_length */
-    int64_t shared_ff; /* expert_shared_feed_forward_length, 0 if none */
+    int64_t shared_ff; /* shared-expert FFN width, 0 if none (qwen2moe:
+                        * expert_shared_feed_forward_length; deepseek2:
+                        * expert_shared_count x expert_feed_forward_length) */
+    int64_t n_expert_shared; /* deepseek2 expert_shared_count */
+    int64_t dense_ff;        /* deepseek2 feed_forward_length of the dense layers */
+    int64_t n_dense_lead;    /* deepseek2 leading_dense_block_count */
+    enum model_gating gating; /* softmax (all but DeepSeek-V3) or sigmoid */
+    int64_t n_group, n_group_used; /* expert groups and groups kept (1, 1: none) */
+    double expert_scale;     /* routed scaling factor (1 when none) */
+    /* deepseek2 multi-head latent attention (0 for the other families) */
+    int64_t q_lora_rank;     /* 0: no query compression (V2-Lite) */
+    int64_t kv_lora_rank;
+    int64_t qk_nope, qk_rope, v_head_dim;
+    bool kv_b_split;         /* attn_k_b/attn_v_b instead of attn_kv_b */
+    double attn_scale;       /* softmax scale (YaRN mscale^2 / sqrt(head_dim)) */
+    char rope_scaling[16];   /* "none", "linear" or "yarn" */
+    double yarn_factor, yarn_log_mul, yarn_beta_fast, yarn_beta_slow;
+    int64_t yarn_orig_ctx;
+    size_t kv_bytes_token;      /* KV cache bytes per token (all layers, f32) */
+    size_t kv_bytes_token_full; /* the same for uncompressed per-head keys and values */
     int64_t n_ctx_train;
     int64_t n_rot; /* rope.dimension_count */
     double rope_base;
@@ -76,6 +104,8 @@ typedef struct model_opts {
     bool prefault;           /* touch every weight page at load (shows progress) */
     model_progress_fn progress; /* called with 0..1 during prefault; may be NULL */
     void *progress_ud;
+    bool mla_naive;          /* deepseek2: naive MLA (per-head keys and values expanded
+                              * from the cache) instead of the absorbed form; tests */
 } model_opts;
 
 /* Opens path. Errors: those of gguf_open, MG_EUNSUPPORTED (architecture,

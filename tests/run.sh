@@ -4,7 +4,7 @@
 # prints its own case counts). Exit status 1 when any suite failed.
 #   BUILD=build PYTHON=/usr/bin/python3 sh tests/run.sh [--quick]
 # --quick (used for the sanitizer build): unit tests, the corruption test and
-# the reference check of two small models only.
+# the reference check of three small models only.
 set -u
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -46,7 +46,8 @@ done
 
 if [ "$QUICK" = "--quick" ]; then
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" \
-        --fixtures "$FIX" --only mixtral-tiny-q8_0 --only qwen2moe-tiny-q4_K
+        --fixtures "$FIX" --only mixtral-tiny-q8_0 --only qwen2moe-tiny-q4_K \
+        --only deepseek3-tiny-q8_0
 else
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX"
     suite cli sh tests/cli/test_cli.sh "$BUILD/moegate" "$FIX"

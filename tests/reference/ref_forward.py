@@ -10,6 +10,8 @@ KV cache) as the published Hugging Face model definitions do:
   qwen3moe  Qwen3MoeForCausalLM  (transformers models/qwen3_moe/modeling_qwen3_moe.py)
   qwen2moe  Qwen2MoeForCausalLM  (transformers models/qwen2_moe/modeling_qwen2_moe.py)
   llama+experts  MixtralForCausalLM (transformers models/mixtral/modeling_mixtral.py)
+  deepseek2 DeepseekV2ForCausalLM / DeepseekV3ForCausalLM (modeling_deepseek.py
+            of deepseek-ai/DeepSeek-V2-Lite and deepseek-ai/DeepSeek-V3)
 
 --dump writes the logits of every position, one text row per position: the
 position index, then n_vocab values (%.9g), space-separated. --generate N
@@ -51,6 +53,15 @@ def softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+def causal_attention(q, k, v, scale):
+    """softmax(q.k * scale) v per head with a causal mask; q, k [T, h, d],
+    v [T, h, dv] -> [T, h, dv]."""
+    T = q.shape[0]
+    scores = np.einsum("thd,shd->hts", q, k) * scale
+    scores[:, np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf
+    return np.einsum("hts,shd->thd", softmax(scores, axis=-1), v)
+
+
 def rope_hf(x, positions, base):
     """HF apply_rotary_pos_emb with rotate_half ("NeoX" style).
     x: [T, n_heads, hd]. inv_freq[i] = base^(-2i/hd), emb = cat(freqs, freqs);
@@ -81,6 +92,46 @@ def rope_interleaved(x, positions, base):
     return out
 
 
+def yarn_get_mscale(scale, mscale):
+    """modeling_deepseek.py: 1 for scale <= 1, else 0.1 * mscale * ln(scale) + 1."""
+    if scale <= 1:
+        return 1.0
+    return 0.1 * mscale * np.log(scale) + 1.0
+
+
+def yarn_inv_freq(dim, base, factor, orig_ctx, beta_fast=32.0, beta_slow=1.0):
+    """DeepseekV2YarnRotaryEmbedding's inv_freq: per pair i, a mix of the
+    extrapolated base^(-2i/dim) and the interpolated one / factor, with a
+    linear ramp between the correction dims of beta_fast and beta_slow
+    rotations over the original context."""
+    def corr_dim(n_rot):
+        return (dim * np.log(orig_ctx / (n_rot * 2 * np.pi))) / (2 * np.log(base))
+    low = max(int(np.floor(corr_dim(beta_fast))), 0)
+    high = min(int(np.ceil(corr_dim(beta_slow))), dim - 1)
+    freq_extra = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    freq_inter = 1.0 / (factor * base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    mask = 1.0 - ramp
+    return freq_inter * (1 - mask) + freq_extra * mask
+
+
+def rope_deepseek(x, positions, inv_freq, mscale):
+    """modeling_deepseek.py apply_rotary_pos_emb: x [T, heads, d] is first
+    reordered from interleaved pairs to halves (view(d/2, 2).transpose),
+    then rotated with rotate_half; cos and sin carry the YaRN factor
+    mscale. (So GGUF, which keeps HF's rows, rotates adjacent pairs.)"""
+    d = x.shape[-1]
+    x = x.reshape(*x.shape[:-1], d // 2, 2).swapaxes(-1, -2).reshape(x.shape)
+    freqs = np.outer(positions.astype(np.float64), inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    cos = (np.cos(emb) * mscale)[:, None, :]
+    sin = (np.sin(emb) * mscale)[:, None, :]
+    rot = np.concatenate([-x[..., d // 2:], x[..., : d // 2]], axis=-1)
+    return x * cos + rot * sin
+
+
 def llama_unpermute(w, n_head):
     """Inverse of the llama converter's q/k permutation: GGUF row 2i+j of a
     head -> HF row j*hd/2 + i. w: [n_head*hd, dim] (numpy order)."""
@@ -98,9 +149,12 @@ class RefModel:
         self.reader = r
         kv = r.kv
         a = kv["general.architecture"]
-        if a not in ("qwen3moe", "qwen2moe", "llama"):
+        if a not in ("qwen3moe", "qwen2moe", "llama", "deepseek2"):
             raise ValueError("unsupported architecture " + a)
         self.arch = a
+        if a == "deepseek2":
+            self._init_deepseek2(r)
+            return
         self.n_layer = int(kv[a + ".block_count"])
         self.dim = int(kv[a + ".embedding_length"])
         self.n_head = int(kv[a + ".attention.head_count"])
@@ -118,19 +172,73 @@ class RefModel:
         # top-k renormalisation: Qwen3-MoE norm_topk_prob=True; Mixtral's
         # softmax-then-renormalise over the top-k; Qwen2-MoE norm_topk_prob=False.
         self.norm_topk = a in ("qwen3moe", "llama")
-        self.token_type = kv.get("tokenizer.ggml.token_type")
-
-        W = {}
-        for name, t in r.tensors.items():
-            W[name] = t.to_numpy(np.float64)
-        self.W = W
-        self.n_vocab = W["token_embd.weight"].shape[0]
-        self.tied = "output.weight" not in W
+        W = self._load_weights(r)
         if a == "llama":
             for il in range(self.n_layer):
                 p = "blk.%d." % il
                 W[p + "attn_q.weight"] = llama_unpermute(W[p + "attn_q.weight"], self.n_head)
                 W[p + "attn_k.weight"] = llama_unpermute(W[p + "attn_k.weight"], self.n_head_kv)
+
+    def _load_weights(self, r):
+        """Every tensor as float64 (self.W), the vocabulary size, token types
+        and whether the output head is tied to the embedding."""
+        self.token_type = r.kv.get("tokenizer.ggml.token_type")
+        self.W = {name: t.to_numpy(np.float64) for name, t in r.tensors.items()}
+        self.n_vocab = self.W["token_embd.weight"].shape[0]
+        self.tied = "output.weight" not in self.W
+        return self.W
+
+    def _init_deepseek2(self, r):
+        """Hyper-parameters of a deepseek2 GGUF, mapped back to the HF config
+        names (comments), then the weights."""
+        kv, a = r.kv, "deepseek2"
+        self.n_layer = int(kv[a + ".block_count"])
+        self.dim = int(kv[a + ".embedding_length"])
+        self.n_head = int(kv[a + ".attention.head_count"])
+        self.eps = float(kv[a + ".attention.layer_norm_rms_epsilon"])
+        self.rope_base = float(kv.get(a + ".rope.freq_base", 10000.0))
+        self.q_lora = int(kv.get(a + ".attention.q_lora_rank", 0))     # q_lora_rank (None: 0)
+        self.kv_lora = int(kv[a + ".attention.kv_lora_rank"])           # kv_lora_rank
+        self.qk_rope = int(kv[a + ".rope.dimension_count"])             # qk_rope_head_dim
+        if a + ".attention.key_length_mla" in kv:                       # newer MQA-style files
+            qk = int(kv[a + ".attention.key_length_mla"])
+            self.v_head = int(kv[a + ".attention.value_length_mla"])
+        else:
+            qk = int(kv[a + ".attention.key_length"])
+            self.v_head = int(kv[a + ".attention.value_length"])         # v_head_dim
+        self.qk_nope = qk - self.qk_rope                                # qk_nope_head_dim
+        self.n_dense = int(kv.get(a + ".leading_dense_block_count", 0))  # first_k_dense_replace
+        self.n_expert = int(kv[a + ".expert_count"])                    # n_routed_experts
+        self.n_expert_used = int(kv[a + ".expert_used_count"])          # num_experts_per_tok
+        self.n_group = int(kv.get(a + ".expert_group_count", 1))        # n_group
+        self.n_group_used = int(kv.get(a + ".expert_group_used_count", 1))  # topk_group
+        self.norm_topk = bool(kv.get(a + ".expert_weights_norm", False))  # norm_topk_prob
+        self.w_scale = float(kv.get(a + ".expert_weights_scale", 1.0))  # routed_scaling_factor
+        self.gating = int(kv.get(a + ".expert_gating_func", 1))         # 1 softmax, 2 sigmoid
+        # rope_scaling {type: yarn, factor, original_max_position_embeddings,
+        # mscale_all_dim = yarn_log_multiplier / 0.1; mscale: GGUF has no key,
+        # every published config has mscale == mscale_all_dim}
+        stype = kv.get(a + ".rope.scaling.type", "none")
+        qhd = self.qk_nope + self.qk_rope
+        self.softmax_scale = qhd ** -0.5
+        self.inv_freq = 1.0 / (self.rope_base ** (np.arange(0, self.qk_rope, 2,
+                                                             dtype=np.float64) / self.qk_rope))
+        self.rope_mscale = 1.0
+        if stype == "yarn":
+            factor = float(kv[a + ".rope.scaling.factor"])
+            orig = int(kv[a + ".rope.scaling.original_context_length"])
+            mscale_all_dim = float(kv.get(a + ".rope.scaling.yarn_log_multiplier", 0.0)) / 0.1
+            mscale = mscale_all_dim
+            self.inv_freq = yarn_inv_freq(self.qk_rope, self.rope_base, factor, orig,
+                                          float(kv.get(a + ".rope.scaling.yarn_beta_fast", 32.0)),
+                                          float(kv.get(a + ".rope.scaling.yarn_beta_slow", 1.0)))
+            self.rope_mscale = yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
+            if mscale_all_dim:
+                m = yarn_get_mscale(factor, mscale_all_dim)
+                self.softmax_scale *= m * m
+        elif stype != "none":
+            raise ValueError("rope scaling " + stype)
+        self._load_weights(r)
 
     # ------------------------------------------------------------------
     def linear(self, x, name, expert=None):
@@ -169,12 +277,105 @@ class RefModel:
         rep = nh // nkv
         k = np.repeat(k, rep, axis=1)                   # repeat_kv
         v = np.repeat(v, rep, axis=1)
-        scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd)
-        mask = np.triu(np.ones((T, T), dtype=bool), k=1)
-        scores[:, mask] = -np.inf
-        probs = softmax(scores, axis=-1)
-        out = np.einsum("hts,shd->thd", probs, v).reshape(T, nh * hd)
-        return self.linear(out, p + "attn_output.weight")
+        out = causal_attention(q, k, v, 1.0 / np.sqrt(hd))
+        return self.linear(out.reshape(T, nh * hd), p + "attn_output.weight")
+
+    def attention_mla(self, il, h, positions):
+        """DeepseekV2Attention (= V3's): multi-head latent attention, the
+        naive (non-absorbed) form of the published code.
+          q = q_proj(h)  or  q_b_proj(q_a_layernorm(q_a_proj(h))), per head
+              [q_nope | q_pe]
+          [c | k_pe] = kv_a_proj_with_mqa(h);  c = kv_a_layernorm(c)
+          [k_nope | v] per head = kv_b_proj(c)
+          q_pe, k_pe: RoPE (k_pe shared by all heads)
+          softmax(q.k * softmax_scale) v, causal; o_proj."""
+        W, p = self.W, "blk.%d." % il
+        T = h.shape[0]
+        nh, nope, rope, vh, kvl = self.n_head, self.qk_nope, self.qk_rope, self.v_head, self.kv_lora
+        if self.q_lora:
+            qa = rms_norm(self.linear(h, p + "attn_q_a.weight"), W[p + "attn_q_a_norm.weight"],
+                          self.eps)
+            q = self.linear(qa, p + "attn_q_b.weight")
+        else:
+            q = self.linear(h, p + "attn_q.weight")
+        q = q.reshape(T, nh, nope + rope)
+        q_nope, q_pe = q[..., :nope], q[..., nope:]
+        ckv = self.linear(h, p + "attn_kv_a_mqa.weight")
+        c, k_pe = ckv[:, :kvl], ckv[:, kvl:]
+        c = rms_norm(c, W[p + "attn_kv_a_norm.weight"], self.eps)
+        if p + "attn_kv_b.weight" in W:
+            kvb = self.linear(c, p + "attn_kv_b.weight").reshape(T, nh, nope + vh)
+            k_nope, v = kvb[..., :nope], kvb[..., nope:]
+        else:
+            # split form: k_b[h] = W_UK^h transposed ([kv_lora][nope]), v_b[h] = W_UV^h
+            k_nope = np.einsum("tc,hci->thi", c, W[p + "attn_k_b.weight"])
+            v = np.einsum("tc,hjc->thj", c, W[p + "attn_v_b.weight"])
+        q_pe = rope_deepseek(q_pe, positions, self.inv_freq, self.rope_mscale)
+        k_pe = rope_deepseek(k_pe[:, None, :], positions, self.inv_freq, self.rope_mscale)
+        qs = np.concatenate([q_nope, q_pe], axis=-1)
+        ks = np.concatenate([k_nope, np.broadcast_to(k_pe, (T, nh, rope))], axis=-1)
+        out = causal_attention(qs, ks, v, self.softmax_scale)
+        return self.linear(out.reshape(T, nh * vh), p + "attn_output.weight")
+
+    def mlp(self, h, p, kind):
+        """DeepseekV2MLP: down(silu(gate(h)) * up(h)); kind "" (dense) or "_shexp"."""
+        act = silu(self.linear(h, p + "ffn_gate%s.weight" % kind)) * \
+            self.linear(h, p + "ffn_up%s.weight" % kind)
+        return self.linear(act, p + "ffn_down%s.weight" % kind)
+
+    def moe_deepseek(self, il, h, stats):
+        """DeepseekV2MoE / DeepseekV3MoE with MoEGate:
+          softmax scores (V2): topk_method greedy (n_group 1) or
+            group_limited_greedy (group score = max of its experts);
+          sigmoid scores (V3): noaux_tc, selection on scores +
+            e_score_correction_bias, group score = sum of the group's top-2,
+            weights = the unbiased scores;
+          top-k within the top topk_group groups (others masked to 0.0);
+          weights renormalised when norm_topk_prob; routed_scaling_factor
+          (V2 code applies it only without renormalisation, V3 always;
+          published V2 models never renormalise, so both read: renormalise
+          if asked, then scale);
+          plus the shared experts, ungated."""
+        W, p = self.W, "blk.%d." % il
+        k, ne, ng = self.n_expert_used, self.n_expert, self.n_group
+        T = h.shape[0]
+        logits = self.linear(h, p + "ffn_gate_inp.weight")
+        if self.gating == 2:
+            scores = 1.0 / (1.0 + np.exp(-logits))
+            choice = scores + W[p + "exp_probs_b.bias"]
+            grp = np.sort(choice.reshape(T, ng, ne // ng), axis=-1)[..., -2:].sum(-1)
+        else:
+            scores = softmax(logits, axis=-1)
+            choice = scores
+            grp = scores.reshape(T, ng, ne // ng).max(-1)
+        gorder = np.argsort(-grp, axis=-1, kind="stable")
+        gmask = np.zeros((T, ng), dtype=bool)
+        np.put_along_axis(gmask, gorder[:, :self.n_group_used], True, axis=-1)
+        emask = np.repeat(gmask, ne // ng, axis=-1)
+        tmp = np.where(emask, choice, 0.0)
+        order = np.argsort(-tmp, axis=-1, kind="stable")
+        top = order[:, :k]
+        w = np.take_along_axis(scores, top, axis=-1)
+        if k > 1 and self.norm_topk:
+            w = w / (np.sum(w, axis=-1, keepdims=True) + 1e-20)
+        w = w * self.w_scale
+        st = np.take_along_axis(tmp, order, axis=-1)
+        if k < ne:
+            gap = st[:, k - 1] - st[:, k]
+            stats["router_gap_min"] = min(stats.get("router_gap_min", np.inf), float(gap.min()))
+        if ng > 1:
+            sg = np.take_along_axis(grp, gorder, axis=-1)
+            ggap = sg[:, self.n_group_used - 1] - sg[:, self.n_group_used]
+            stats["group_gap_min"] = min(stats.get("group_gap_min", np.inf), float(ggap.min()))
+        stats.setdefault("experts_used", set()).update(int(e) for e in top.reshape(-1))
+        out = np.zeros_like(h)
+        for e in np.unique(top):
+            rows, slot = np.nonzero(top == e)
+            x = h[rows]
+            act = silu(self.linear(x, p + "ffn_gate_exps.weight", e)) * \
+                self.linear(x, p + "ffn_up_exps.weight", e)
+            out[rows] += w[rows, slot][:, None] * self.linear(act, p + "ffn_down_exps.weight", e)
+        return out + self.mlp(h, p, "_shexp")
 
     def moe(self, il, h, stats):
         """Qwen3MoeSparseMoeBlock / Qwen2MoeSparseMoeBlock / MixtralSparseMoeBlock:
@@ -224,7 +425,16 @@ class RefModel:
         x = W["token_embd.weight"][tokens]
         for il in range(self.n_layer):
             p = "blk.%d." % il
-            x = x + self.attention(il, rms_norm(x, W[p + "attn_norm.weight"], self.eps), positions)
+            hn = rms_norm(x, W[p + "attn_norm.weight"], self.eps)
+            if self.arch == "deepseek2":
+                x = x + self.attention_mla(il, hn, positions)
+                hn = rms_norm(x, W[p + "ffn_norm.weight"], self.eps)
+                if il < self.n_dense:
+                    x = x + self.mlp(hn, p, "")
+                else:
+                    x = x + self.moe_deepseek(il, hn, stats)
+                continue
+            x = x + self.attention(il, hn, positions)
             x = x + self.moe(il, rms_norm(x, W[p + "ffn_norm.weight"], self.eps), stats)
         if last_only:
             x = x[-1:]

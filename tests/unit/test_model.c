@@ -3,7 +3,11 @@
  *    it gets when its sequence runs alone;
  *  - evaluating a prompt in one batch or token by token gives the same logits;
  *  - the result does not depend on the number of threads;
- *  - bad batches are refused with the field named.
+ *  - bad batches are refused with the field named;
+ *  - deepseek2: the absorbed MLA form (what the engine runs) equals the naive
+ *    one (keys and values expanded per head from the latent cache) within
+ *    1e-5 relative in f32, for the fused and the split kv_b tensors, in a
+ *    prompt batch and token by token (decode).
  * Uses the generated fixtures ($MOEGATE_FIXTURES, default build/fixtures). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/errors.h"
 #include "core/model.h"
@@ -172,6 +177,14 @@ static void test_mixed_batch_quantised(void **st)
     check_mixed_batch("mixtral-tiny-q6_K.gguf", NULL, 2e-2);
 }
 
+static void test_mixed_batch_deepseek2(void **st)
+{
+    (void)st;
+    check_mixed_batch("deepseek2-lite-tiny-f32.gguf", NULL, 1e-5);
+    check_mixed_batch("deepseek3-tiny-q8_0.gguf", "scalar", 0);
+    check_mixed_batch("deepseek3-tiny-q4_K.gguf", NULL, 2e-2);
+}
+
 static void test_threads_equal(void **st)
 {
     (void)st;
@@ -227,6 +240,135 @@ static void test_bad_batches(void **st)
     model_close(m);
 }
 
+/* deepseek2 fixtures: absorbed vs naive MLA, prompt batch then decode steps. */
+static void check_mla_forms(const char *name)
+{
+    model *m[2];
+    for (int f = 0; f < 2; f++) {
+        char err[512] = "";
+        model_opts o = {.n_threads = 2, .n_batch = 16, .mla_naive = f == 1};
+        if (model_open(&m[f], fixture(name), &o, err, sizeof err))
+            fail_msg("model_open(%s): %s", name, err);
+    }
+    const model_info *I = model_get_info(m[0]);
+    assert_int_equal(I->arch, MODEL_ARCH_DEEPSEEK2);
+    size_t nv = (size_t)I->n_vocab;
+    static const int32_t T[12] = {100, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000,
+                                  11000, 12000};
+    float *lg[2];
+    for (int f = 0; f < 2; f++) {
+        model_kv *kv;
+        char err[256];
+        assert_int_equal(model_kv_create(&kv, m[f], 1, 32, err, sizeof err), 0);
+        lg[f] = malloc(sizeof(float) * 12 * nv);
+        int32_t pos[8], seq[8] = {0};
+        for (int i = 0; i < 8; i++)
+            pos[i] = i;
+        model_batch b = {8, T, pos, seq, NULL}; /* prompt */
+        assert_int_equal(model_forward(m[f], kv, &b, lg[f], err, sizeof err), 0);
+        for (int i = 8; i < 12; i++) { /* decode */
+            int32_t p = i, s = 0;
+            model_batch g = {1, &T[i], &p, &s, NULL};
+            assert_int_equal(model_forward(m[f], kv, &g, lg[f] + (size_t)i * nv, err, sizeof err),
+                             0);
+        }
+        model_kv_free(kv);
+    }
+    double worst = 0;
+    for (int i = 0; i < 12; i++) {
+        double d = rel_diff(lg[0] + (size_t)i * nv, lg[1] + (size_t)i * nv, nv);
+        if (d > 1e-5)
+            fail_msg("%s: absorbed and naive MLA differ at position %d: %.3g > 1e-5", name, i, d);
+        worst = d > worst ? d : worst;
+    }
+    print_message("%s: absorbed vs naive MLA, max rel diff %.2g (limit 1e-5)\n", name, worst);
+    free(lg[0]);
+    free(lg[1]);
+    model_close(m[0]);
+    model_close(m[1]);
+}
+
+static void test_mla_absorbed_equals_naive(void **st)
+{
+    (void)st;
+    check_mla_forms("deepseek2-lite-tiny-f32.gguf"); /* fused attn_kv_b */
+    check_mla_forms("deepseek3-tiny-f32.gguf");      /* split attn_k_b / attn_v_b */
+}
+
+static void test_deepseek2_kv_bytes(void **st)
+{
+    (void)st;
+    model *m = open_model("deepseek3-tiny-q8_0.gguf", 1);
+    const model_info *I = model_get_info(m);
+    /* latent 128 + rope 32 floats per layer; uncompressed: 4 heads x (96 + 64) */
+    assert_int_equal(I->kv_bytes_token, 3 * (128 + 32) * 4);
+    assert_int_equal(I->kv_bytes_token_full, 3 * 4 * (96 + 64) * 4);
+    model_kv *kv;
+    char err[256];
+    assert_int_equal(model_kv_create(&kv, m, 2, 64, err, sizeof err), 0);
+    assert_int_equal(model_kv_bytes(kv), 2 * 64 * I->kv_bytes_token);
+    model_kv_free(kv);
+    model_close(m);
+}
+
+/* A copy of a fixture with the bytes after the first occurrence of `find`
+ * (skipping `skip` bytes) replaced by `put`; opened, expected to fail with
+ * rc and a message containing want. */
+static void check_broken(const char *name, const char *find, size_t skip, const void *put,
+                         size_t put_len, int rc, const char *want)
+{
+    FILE *f = fopen(fixture(name), "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n);
+    assert_int_equal(fread(buf, 1, n, f), n);
+    fclose(f);
+    char *at = memmem(buf, n, find, strlen(find));
+    assert_non_null(at);
+    memcpy(at + skip, put, put_len);
+    char path[] = "/tmp/moegate-broken-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *o = fdopen(fd, "wb");
+    assert_int_equal(fwrite(buf, 1, n, o), n);
+    fclose(o);
+    free(buf);
+    model *m = NULL;
+    char err[512] = "";
+    model_opts mo = {.n_threads = 1};
+    int got = model_open(&m, path, &mo, err, sizeof err);
+    unlink(path);
+    if (got != rc || !strstr(err, want))
+        fail_msg("%s with %s patched: rc %d (want %d), error '%s' (want '%s')", name, find, got,
+                 rc, err, want);
+    assert_null(m);
+}
+
+static void test_deepseek2_bad_files(void **st)
+{
+    (void)st;
+    /* a metadata value that no longer fits the tensors: kv_lora_rank 64 */
+    uint32_t v64 = 64, v3 = 3;
+    const char *key = "deepseek2.attention.kv_lora_rank";
+    check_broken("deepseek2-lite-tiny-q4_K.gguf", key, strlen(key) + 4, &v64, 4, MG_EFORMAT,
+                 "blk.0.attn_kv_a_mqa.weight' has shape [256, 160, 1], expected [256, 96, 1]");
+    key = "deepseek2.expert_gating_func";
+    check_broken("deepseek3-tiny-q8_0.gguf", key, strlen(key) + 4, &v3, 4, MG_EUNSUPPORTED,
+                 "expert_gating_func' = 3");
+    /* group count that does not divide the experts */
+    key = "deepseek2.expert_group_count";
+    check_broken("deepseek3-tiny-q8_0.gguf", key, strlen(key) + 4, &v3, 4, MG_EFORMAT,
+                 "expert_group_count 3");
+    /* neither attn_kv_b nor the split tensors */
+    check_broken("deepseek2-lite-tiny-q4_K.gguf", "blk.0.attn_kv_b", 0, "blk.0.attn_kv_x", 15,
+                 MG_ENOTFOUND, "'blk.0.attn_kv_b.weight' is missing (and so is the split form");
+    /* V3: the selection bias is required with sigmoid scores */
+    check_broken("deepseek3-tiny-q8_0.gguf", "blk.1.exp_probs_b", 0, "blk.1.exp_probs_x", 17,
+                 MG_ENOTFOUND, "'blk.1.exp_probs_b.bias' is missing");
+}
+
 static void test_open_errors(void **st)
 {
     (void)st;
@@ -247,6 +389,10 @@ int main(void)
         cmocka_unit_test(test_mixed_batch_f32), cmocka_unit_test(test_mixed_batch_q4k_exact),
         cmocka_unit_test(test_mixed_batch_quantised), cmocka_unit_test(test_threads_equal),
         cmocka_unit_test(test_bad_batches),     cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_mla_absorbed_equals_naive),
+        cmocka_unit_test(test_mixed_batch_deepseek2),
+        cmocka_unit_test(test_deepseek2_kv_bytes),
+        cmocka_unit_test(test_deepseek2_bad_files),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }
