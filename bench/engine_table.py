@@ -44,6 +44,14 @@ def main():
               f"| {pct_pp:.0f}% | {r['tg_tok_s']:.2f} | {gb:.3f} | {r['tg_tok_s'] * gb:.1f} "
               f"| {ceil:.1f} | {100 * r['tg_tok_s'] / ceil:.0f}% |")
     print()
+    seen = set()
+    for r in rows:
+        if "kv_bytes_token" in r and r["model"] not in seen:
+            seen.add(r["model"])
+            full = r.get("kv_bytes_token_full", r["kv_bytes_token"])
+            note = (f" (uncompressed keys/values: {full} B, {full / r['kv_bytes_token']:.1f}x)"
+                    if full != r["kv_bytes_token"] else "")
+            print(f"{r['model']}: KV cache {r['kv_bytes_token']} B/token (f32, all layers){note}")
     print(f"memory read (median): 1 thread {result(machine, mem_key, 1)} GB/s, "
           f"2 threads {result(machine, mem_key, 2)} GB/s; "
           f"int8 VNNI peak: {result(machine, vnni_key, 1)} / {result(machine, vnni_key, 2)} GOP/s")

@@ -31,19 +31,26 @@ echo "machine ceilings: JSON in $OUT/machine.json"
 fi
 
 # ---- engine benchmark --------------------------------------------------------
-# Bench models with Qwen3-30B-A3B's per-layer shape (dim 2048, 128 experts,
-# top-8, expert FFN 768, 32 q heads, 4 kv heads, head dim 128), 6 layers,
-# in q8_0 and q4_K (generated once, ~7 GB, under build/benchmodels).
+# Bench models, 6 layers each, in q8_0 and q4_K (generated once, ~13 GB,
+# under build/benchmodels):
+#   qwen3moe       Qwen3-30B-A3B's per-layer shape (dim 2048, 128 experts,
+#                  top-8, expert FFN 768, 32 q heads, 4 kv heads, head dim 128)
+#   deepseek2-lite DeepSeek-V2-Lite's (dim 2048, MLA with 16 heads,
+#                  kv_lora_rank 512, qk 128 + 64 rope, v 128; 64 experts
+#                  top-6 + 2 shared, expert FFN 1408; 1 dense + 5 MoE layers)
+# BENCH_MODELS="qwen3moe deepseek2-lite" (the default) picks among them.
 PYTHON=${PYTHON:-/usr/bin/python3}
 if want engine; then
 MODELS=build/benchmodels
 sh tests/fixtures/fetch_tokenizers.sh >/dev/null
 "$PYTHON" tests/fixtures/gen_models.py --bench --out "$MODELS"
 : >"$OUT/engine.jsonl"
-for q in q8_0 q4_K; do
-    "$BUILD/moegate" bench -m "$MODELS/bench-qwen3moe-$q.gguf" --threads 1,2 \
-        --pp "${BENCH_PP:-256}" --tg "${BENCH_TG:-32}" --reps "${BENCH_REPS:-5}" --json \
-        | tee -a "$OUT/engine.jsonl"
+for model in ${BENCH_MODELS:-qwen3moe deepseek2-lite}; do
+    for q in q8_0 q4_K; do
+        "$BUILD/moegate" bench -m "$MODELS/bench-$model-$q.gguf" --threads 1,2 \
+            --pp "${BENCH_PP:-256}" --tg "${BENCH_TG:-32}" --reps "${BENCH_REPS:-5}" --json \
+            | tee -a "$OUT/engine.jsonl"
+    done
 done
 echo
 "$PYTHON" bench/engine_table.py "$OUT/machine.json" "$OUT/engine.jsonl"
