@@ -92,6 +92,14 @@ check "checkpoints in the database and the file" \
     sh -c "[ \$(wc -l <'$T/chain.ckpt') -ge 5 ] && [ '$(q "SELECT count(*) >= 5 FROM audit_checkpoints")' = t ]"
 "$MG" audit verify --db-env DB --checkpoints "$T/chain.ckpt" >"$T/v1.log" 2>&1
 check "verify passes" sh -c "grep -q '500 records in 1 chains' '$T/v1.log' && grep -q ': 0 problems' '$T/v1.log'"
+openssl pkey -in "$T/ckpt.pem" -pubout -out "$T/ckpt.pub" 2>/dev/null
+"$MG" audit verify --db-env DB --pubkey "$T/ckpt.pub" >"$T/v1b.log" 2>&1
+check "verify --pubkey checks the database's signed checkpoints" \
+    sh -c "grep -Eq 'against ([5-9]|[1-9][0-9]+) checkpoints: 0 problems' '$T/v1b.log'"
+openssl genpkey -algorithm ed25519 -out "$T/other.pem" 2>/dev/null
+"$MG" audit verify --db-env DB --pubkey "$T/other.pem" >"$T/v1c.log" 2>&1
+check "checkpoints signed by another key are not trusted" \
+    sh -c "grep -q 'against 0 checkpoints' '$T/v1c.log' && grep -q 'not used: no trusted key' '$T/v1c.log'"
 
 # ---- append-only ---------------------------------------------------------------------
 GWSQL() { "$PG_BIN/psql" -X -q -tA -h 127.0.0.1 -p "$PGPORT" -U gw -d chain -c "$1" 2>&1; }
