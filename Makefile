@@ -110,7 +110,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(MODULE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(BUILD)/tests/tool_%: $$(wildcard tests/*/tool_%.c) $(MODULE_LIBS)
+# A static pattern: a plain tool_% rule would also match the .d files
+# next to the binaries and try to link them.
+$(TOOL_BINS): $(BUILD)/tests/tool_%: $$(wildcard tests/*/tool_%.c) $(MODULE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(MODULE_LIBS) $(LDFLAGS) $(LDLIBS)
 
