@@ -369,6 +369,94 @@ static void test_deepseek2_bad_files(void **st)
                  MG_ENOTFOUND, "'blk.1.exp_probs_b.bias' is missing");
 }
 
+/* Every deepseek2 hyper-parameter of a V3-shaped file set to hostile values
+ * (0, 1, 2^32-1, twice the value; floats 0, -1, NaN, 1e30): model_open either
+ * refuses the file with a "model: " message or loads a model whose forward
+ * pass runs (under ASan in the quick suite: no out-of-bounds access). */
+static void test_deepseek2_metadata_sweep(void **st)
+{
+    (void)st;
+    static const char *keys[] = {
+        "block_count", "context_length", "embedding_length", "feed_forward_length",
+        "attention.head_count", "attention.head_count_kv", "attention.q_lora_rank",
+        "attention.kv_lora_rank", "attention.key_length", "attention.value_length",
+        "attention.key_length_mla", "attention.value_length_mla", "rope.dimension_count",
+        "rope.scaling.original_context_length", "leading_dense_block_count", "expert_count",
+        "expert_used_count", "expert_shared_count", "expert_feed_forward_length",
+        "expert_gating_func", "expert_group_count", "expert_group_used_count",
+        "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.scaling.factor",
+        "rope.scaling.yarn_log_multiplier", "expert_weights_scale"};
+    FILE *f = fopen(fixture("deepseek3-tiny-q4_K.gguf"), "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n);
+    assert_int_equal(fread(buf, 1, n, f), n);
+    fclose(f);
+    char path[] = "/tmp/moegate-sweep-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    int loaded = 0, refused = 0;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        char key[128], pat[136];
+        int kl = snprintf(key, sizeof key, "deepseek2.%s", keys[k]);
+        uint64_t len = (uint64_t)kl;
+        memcpy(pat, &len, 8); /* GGUF string: u64 length, then the bytes */
+        memcpy(pat + 8, key, (size_t)kl);
+        char *at = memmem(buf, n, pat, 8 + (size_t)kl);
+        if (!at)
+            fail_msg("key %s not in the fixture", key);
+        char *val = at + 8 + kl + 4;
+        uint32_t type, orig;
+        memcpy(&type, at + 8 + kl, 4);
+        memcpy(&orig, val, 4);
+        float fv[4] = {0.0f, -1.0f, NAN, 1e30f};
+        uint32_t iv[4] = {0, 1, 0xFFFFFFFFu, orig * 2};
+        for (int c = 0; c < 4; c++) {
+            if (type == 6)
+                memcpy(val, &fv[c], 4);
+            else if (type == 4)
+                memcpy(val, &iv[c], 4);
+            else
+                fail_msg("key %s has type %u", key, type);
+            FILE *o = fopen(path, "wb");
+            assert_int_equal(fwrite(buf, 1, n, o), n);
+            fclose(o);
+            model *m = NULL;
+            char err[512] = "";
+            model_opts mo = {.n_threads = 2, .n_batch = 4};
+            int rc = model_open(&m, path, &mo, err, sizeof err);
+            if (rc) {
+                if (strncmp(err, "model: ", 7) && strncmp(err, "gguf: ", 6))
+                    fail_msg("%s case %d: error without a module prefix: %s", key, c, err);
+                assert_null(m);
+                refused++;
+            } else {
+                model_kv *kv;
+                char e2[256];
+                const model_info *I = model_get_info(m);
+                int nt = I->n_ctx_train < 3 ? (int)I->n_ctx_train : 3;
+                assert_int_equal(model_kv_create(&kv, m, 1, nt, e2, sizeof e2), 0);
+                float *lg = malloc(sizeof(float) * 3 * (size_t)I->n_vocab);
+                int32_t tok[3] = {100, 200, 300}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
+                model_batch b = {nt, tok, pos, seq, NULL};
+                assert_int_equal(model_forward(m, kv, &b, lg, e2, sizeof e2), 0);
+                free(lg);
+                model_kv_free(kv);
+                model_close(m);
+                loaded++;
+            }
+        }
+        memcpy(val, &orig, 4);
+    }
+    unlink(path);
+    free(buf);
+    print_message("deepseek2 metadata sweep: %d hostile files refused, %d loaded and ran\n",
+                  refused, loaded);
+}
+
 static void test_open_errors(void **st)
 {
     (void)st;
@@ -393,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_mixed_batch_deepseek2),
         cmocka_unit_test(test_deepseek2_kv_bytes),
         cmocka_unit_test(test_deepseek2_bad_files),
+        cmocka_unit_test(test_deepseek2_metadata_sweep),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }
