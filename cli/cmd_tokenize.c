@@ -266,6 +266,7 @@ int cmd_tokenize(int argc, char **argv)
             print_piece(p, pl);
             putchar('\n');
         }
+        fflush(stdout); /* the count after the list, when both go to one terminal */
         fprintf(stderr, "%zu tokens\n", ids.n);
     }
     tokenizer_ids_free(&ids);

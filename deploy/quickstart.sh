@@ -11,6 +11,9 @@ model=build/fixtures/qwen3moe-tiny-q4_K.gguf
 echo
 "$BUILD/moegate" model inspect "$model"
 echo
-# Until the tokenizer lands, the prompt is given as token ids (here: ids of
-# "Hello, world" in the Qwen3 vocabulary would come from the tokenizer).
-"$BUILD/moegate" run -m "$model" --tokens 9707,11,1879,0 -n 32 --temp 0.7 --seed 42
+# The demo model has random weights: the text is gibberish, but every step
+# is the real one (tokenizer, chat template, forward pass, sampling, streaming).
+"$BUILD/moegate" tokenize -m "$model" -p "Hello, world! 你好，世界"
+echo
+"$BUILD/moegate" run -m "$model" --chat --system "You are a concise assistant." \
+    -p "What is a bond's yield to maturity?" -n 32 --temp 0.7 --seed 42
