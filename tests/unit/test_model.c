@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "core/errors.h"
-#include "core/model.h"
+#include "core/model.c" /* route_token (static) */
 
 static char path_buf[4096];
 
@@ -238,6 +238,47 @@ static void test_bad_batches(void **st)
     free(lg);
     model_kv_free(kv);
     model_close(m);
+}
+
+/* DeepSeekMoE routing by hand-computed cases (the fixtures use greedy
+ * softmax (V2-Lite) and sigmoid + bias + groups (V3); V2's grouped softmax
+ * is only here). */
+static void test_route_token(void **st)
+{
+    (void)st;
+    model_info I = {0};
+    int32_t sel[2];
+    float w[2], sc[8];
+    /* V2 group_limited_greedy: softmax, groups scored by their best expert;
+     * with one group kept, expert 1 (logit 0) beats expert 2 (4.9) */
+    I.n_expert = 8, I.n_expert_used = 2, I.n_group = 4, I.n_group_used = 1;
+    I.gating = MODEL_GATING_SOFTMAX, I.expert_scale = 16.0, I.norm_topk = false;
+    float lg[8] = {5, 0, 4.9f, 4.8f, 0, 0, 0, 0};
+    double z = exp(5) + exp(4.9) + exp(4.8) + 5;
+    route_token(&I, NULL, lg, sc, sel, w);
+    assert_int_equal(sel[0], 0);
+    assert_int_equal(sel[1], 1);
+    assert_float_equal(w[0], 16 * exp(5) / z, 1e-5);
+    assert_float_equal(w[1], 16 / z, 1e-5);
+    /* V3 noaux_tc: sigmoid scores, the bias picks expert 1 first, weights
+     * stay the unbiased scores (renormalised, then scaled) */
+    I.n_expert = 4, I.n_group = 1, I.n_group_used = 1;
+    I.gating = MODEL_GATING_SIGMOID, I.expert_scale = 2.5, I.norm_topk = true;
+    float lg2[4] = {1, 0.9f, -5, -5}, bias[4] = {0, 0.2f, 0, 0};
+    route_token(&I, bias, lg2, sc, sel, w);
+    double s0 = 1 / (1 + exp(-1.0)), s1 = 1 / (1 + exp(-0.9));
+    assert_int_equal(sel[0], 1);
+    assert_int_equal(sel[1], 0);
+    assert_float_equal(w[0], 2.5 * s1 / (s0 + s1), 1e-5);
+    assert_float_equal(w[1], 2.5 * s0 / (s0 + s1), 1e-5);
+    /* V3 groups are scored by the sum of their two best: group 1 (1.5, 1.5)
+     * beats group 0 (3, -3) although expert 0 has the best score */
+    I.n_expert = 8, I.n_group = 4, I.n_group_used = 1;
+    float lg3[8] = {3, -3, 1.5f, 1.5f, -4, -4, -4, -4}, zero[8] = {0};
+    route_token(&I, zero, lg3, sc, sel, w);
+    assert_int_equal(sel[0], 2);
+    assert_int_equal(sel[1], 3);
+    assert_float_equal(w[0], 1.25, 1e-6);
 }
 
 /* deepseek2 fixtures: absorbed vs naive MLA, prompt batch then decode steps. */
@@ -477,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_mixed_batch_f32), cmocka_unit_test(test_mixed_batch_q4k_exact),
         cmocka_unit_test(test_mixed_batch_quantised), cmocka_unit_test(test_threads_equal),
         cmocka_unit_test(test_bad_batches),     cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_route_token),
         cmocka_unit_test(test_mla_absorbed_equals_naive),
         cmocka_unit_test(test_mixed_batch_deepseek2),
         cmocka_unit_test(test_deepseek2_kv_bytes),
