@@ -726,7 +726,8 @@ static int cmd_inspect(int argc, char **argv)
     printf("file:            %s (GGUF v%u, %.2f GB)\n", argv[0], gguf_version(g),
            gguf_file_size(g) / 1e9);
     printf("architecture:    %s%s%s\n", I->arch_name,
-           I->arch == MODEL_ARCH_MIXTRAL ? " (Mixtral-style MoE)" : "", "");
+           I->arch == MODEL_ARCH_MIXTRAL ? " (Mixtral-style MoE)" : "",
+           I->arch == MODEL_ARCH_DEEPSEEK2 ? " (DeepSeek-V2/V3: MLA + DeepSeekMoE)" : "");
     if (I->name[0])
         printf("name:            %s\n", I->name);
     printf("vocabulary:      %lld\n", (long long)I->n_vocab);

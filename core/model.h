@@ -119,7 +119,10 @@ const gguf *model_gguf(const model *m);
 const char *model_isa_name(const model *m); /* kernel table in use */
 int model_n_threads(const model *m);        /* engine threads (the pool's size) */
 
-/* KV cache for n_seq sequences of up to n_ctx positions each. */
+/* KV cache for n_seq sequences of up to n_ctx positions each, f32: keys and
+ * values per kv head, or for deepseek2 one compressed latent row per token
+ * and layer (kv_lora_rank + rope dims, shared by all heads); model_info's
+ * kv_bytes_token gives the size per token. */
 int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *err,
                     size_t errlen);
 void model_kv_free(model_kv *kv); /* accepts NULL */
