@@ -1,0 +1,101 @@
+/* moegate — the serving engine: many requests, one model, continuous
+ * batching.
+ *
+ * Requests enter a bounded queue; one scheduler thread owns the model and
+ * runs steps. Each step forms one batch from the running sequences: one
+ * decode token per generating sequence, plus chunks of prompts still being
+ * evaluated, up to a per-step token budget (chunked prefill: a long document
+ * never stalls the chats around it). One forward pass runs the whole batch,
+ * so each expert is computed once per step for every token routed to it,
+ * across sequences. Then every sequence that produced logits samples its
+ * next token with its own parameters, and its text goes through its stop
+ * strings to its callback.
+ *
+ * This first version keeps each sequence's KV in a slot of the model's
+ * cache (n_slots sequences of up to n_ctx positions); admission needs a free
+ * slot and prompt + max_tokens <= n_ctx. The paged cache with prefix sharing
+ * (core/kvblocks.h) replaces the slots when the model's cache is paged.
+ *
+ * The scheduler thread sleeps on a condition variable when idle; it never
+ * spins. Callbacks run on the scheduler thread and must not block.
+ *
+ * Thread safety: serve_submit, serve_cancel and serve_get_stats may be called
+ * from any thread; serve_close from one.
+ */
+#ifndef MOEGATE_CORE_SERVE_H
+#define MOEGATE_CORE_SERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+#include "core/sampler.h"
+#include "core/tokenizer.h"
+
+typedef struct serve serve;
+
+typedef struct serve_opts {
+    int n_slots;      /* sequences at once (default 8) */
+    int n_ctx;        /* positions per sequence (default: min(4096, model's)) */
+    int max_queue;    /* requests waiting for a slot; more are refused (default 256) */
+    int step_tokens;  /* prompt tokens evaluated per step across sequences (default 256) */
+} serve_opts;
+
+enum serve_finish {
+    SERVE_RUNNING = 0,
+    SERVE_STOP,      /* a stop string, a stop token or the end-of-turn token */
+    SERVE_LENGTH,    /* max_tokens or the context is full */
+    SERVE_CANCELLED, /* serve_cancel, or the deadline passed */
+    SERVE_ERROR,
+};
+
+typedef struct serve_params {
+    sampler_params sampling;
+    int max_tokens;              /* > 0 */
+    const char *const *stop;     /* stop strings (copied), n_stop of them */
+    size_t n_stop;
+    const int32_t *stop_ids;     /* extra stop token ids (copied) */
+    size_t n_stop_ids;
+    bool ignore_eos;             /* do not stop at the end-of-turn tokens */
+    double deadline;             /* CLOCK_MONOTONIC seconds; 0: none */
+} serve_params;
+
+/* Called on the scheduler thread: with each piece of text to send (len may
+ * be 0 on the last call), the token that produced it (-1 on the last call),
+ * and the finish reason (SERVE_RUNNING until the last call, which comes
+ * exactly once per accepted request). After the last call the request is
+ * gone; ud is not used again. */
+typedef void (*serve_callback)(void *ud, const char *text, size_t len, int32_t token, enum serve_finish finish);
+
+typedef struct serve_stats {
+    int running, waiting;
+    int slots_used, slots_total;
+    int64_t requests_done;
+    int64_t prompt_tokens, generated_tokens;
+    int64_t steps;
+    double tokens_per_second; /* generated, over the last 10 s of work */
+} serve_stats;
+
+/* Starts the scheduler for model m (tok decodes its output). Both must
+ * outlive the serve object. */
+int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *opts, char *err, size_t errlen);
+
+/* Queues a request for prompt[0..n). *id identifies it for serve_cancel.
+ * MG_EBUSY: the queue is full (retry later); MG_ERANGE: it can never fit
+ * (prompt + max_tokens > n_ctx); MG_EINVAL: bad parameters (named in err).
+ * On success cb will be called until its last call. */
+int serve_submit(serve *s, const int32_t *prompt, size_t n, const serve_params *p, serve_callback cb, void *ud,
+                 uint64_t *id, char *err, size_t errlen);
+
+/* Cancels request id: it finishes with SERVE_CANCELLED within one step and
+ * frees its slot. Returns MG_ENOTFOUND when it is already finished. */
+int serve_cancel(serve *s, uint64_t id);
+
+void serve_get_stats(serve *s, serve_stats *st);
+
+/* Cancels everything still queued or running (their callbacks get
+ * SERVE_CANCELLED), stops the thread, frees. Accepts NULL. */
+void serve_close(serve *s);
+
+#endif
