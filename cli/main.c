@@ -244,6 +244,21 @@ static int common_opt(args *a, common_opts *o)
     return 1;
 }
 
+/* Opens the model with the shared options, showing load progress and a
+ * summary on stderr; dies with the reason on failure. */
+static model *open_model(const char *path, const common_opts *co, bool prefault)
+{
+    char err[512];
+    progress pr = {isatty(2), -1, now()};
+    model_opts mo = {.n_threads = co->n_threads, .isa = co->isa, .prefault = prefault,
+                     .progress = on_progress, .progress_ud = &pr};
+    model *m;
+    if (model_open(&m, path, &mo, err, sizeof err))
+        die("%s", err);
+    print_summary(m);
+    return m;
+}
+
 /* The prompt's tokens: the text as is (BOS as the tokenizer asks), or as one
  * user turn of the model's chat template with the assistant's turn opened. */
 static int32_t *encode_prompt(const tokenizer *tok, const model_info *I, const char *text, bool as_chat,
@@ -345,8 +360,7 @@ static int cmd_run(int argc, char **argv)
         } else
             die("run: unknown option '%s' (see moegate --help)", s);
     }
-    int n_threads = co.n_threads, n_ctx = co.n_ctx;
-    const char *isa = co.isa;
+    int n_ctx = co.n_ctx;
     sampler_params sp = co.sp;
     if (!model_path)
         die("run: -m MODEL.gguf is required");
@@ -356,13 +370,7 @@ static int cmd_run(int argc, char **argv)
         die("run: --chat and --system need a text prompt (-p)");
 
     char err[512];
-    progress pr = {isatty(2), -1, now()};
-    model_opts mo = {.n_threads = n_threads, .isa = isa, .prefault = prefault,
-                     .progress = on_progress, .progress_ud = &pr};
-    model *m;
-    if (model_open(&m, model_path, &mo, err, sizeof err))
-        die("%s", err);
-    print_summary(m);
+    model *m = open_model(model_path, &co, prefault);
     const model_info *I = model_get_info(m);
     tokenizer *tok = NULL;
     if (tokenizer_open_gguf(&tok, model_gguf(m), err, sizeof err)) {
@@ -546,19 +554,12 @@ static int cmd_chat(int argc, char **argv)
         } else
             die("chat: unknown option '%s' (see moegate --help)", s);
     }
-    int n_threads = co.n_threads, n_ctx = co.n_ctx;
-    const char *isa = co.isa;
+    int n_ctx = co.n_ctx;
     sampler_params sp = co.sp;
     if (!model_path)
         die("chat: -m MODEL.gguf is required");
     char err[512];
-    progress pr = {isatty(2), -1, now()};
-    model_opts mo = {.n_threads = n_threads, .isa = isa, .prefault = true, .progress = on_progress,
-                     .progress_ud = &pr};
-    model *m;
-    if (model_open(&m, model_path, &mo, err, sizeof err))
-        die("%s", err);
-    print_summary(m);
+    model *m = open_model(model_path, &co, true);
     const model_info *I = model_get_info(m);
     tokenizer *tok;
     if (tokenizer_open_gguf(&tok, model_gguf(m), err, sizeof err))

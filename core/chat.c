@@ -434,6 +434,16 @@ static void ds_call(sbuf *b, const chat_tool_call *tc)
     sb_put(b, "\n```" DS_CALL_END);
 }
 
+/* One tool result; the first of the conversation opens the outputs block
+ * (both DeepSeek templates never reopen it). */
+static void ds_tool_output(sbuf *b, const char *content, bool *output_first)
+{
+    sb_put(b, *output_first ? DS_OUTS_BEGIN DS_OUT_BEGIN : "\n" DS_OUT_BEGIN);
+    sb_user(b, content);
+    sb_put(b, DS_OUT_END);
+    *output_first = false;
+}
+
 static int render_deepseek3(const chat_request *r, sbuf *b, char *err, size_t errlen)
 {
     int rc = check_contents(r, true, err, errlen);
@@ -491,16 +501,7 @@ static int render_deepseek3(const chat_request *r, sbuf *b, char *err, size_t er
         }
         if (role_is(m, "tool")) {
             is_tool = true;
-            if (output_first) {
-                sb_put(b, DS_OUTS_BEGIN DS_OUT_BEGIN);
-                sb_user(b, m->content);
-                sb_put(b, DS_OUT_END);
-                output_first = false;
-            } else {
-                sb_put(b, "\n" DS_OUT_BEGIN);
-                sb_user(b, m->content);
-                sb_put(b, DS_OUT_END);
-            }
+            ds_tool_output(b, m->content, &output_first);
         }
     }
     if (is_tool)
@@ -565,10 +566,7 @@ static int render_deepseek_r1(const chat_request *r, sbuf *b, char *err, size_t 
         }
         if (role_is(m, "tool")) {
             is_tool = true;
-            sb_put(b, output_first ? DS_OUTS_BEGIN DS_OUT_BEGIN : "\n" DS_OUT_BEGIN);
-            sb_user(b, m->content);
-            sb_put(b, DS_OUT_END);
-            output_first = false;
+            ds_tool_output(b, m->content, &output_first);
         }
     }
     if (is_tool)

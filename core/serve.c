@@ -307,6 +307,21 @@ static void *scheduler(void *arg)
 
 /* ---- public ------------------------------------------------------------------------ */
 
+/* Everything serve_open allocates, and s itself. */
+static void free_parts(serve *s)
+{
+    model_kv_free(s->kv);
+    free(s->slot);
+    free(s->b_tok);
+    free(s->b_pos);
+    free(s->b_seq);
+    free(s->b_want);
+    free(s->b_req);
+    free(s->logits);
+    free(s->text);
+    free(s);
+}
+
 int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *opts, char *err, size_t errlen)
 {
     const model_info *I = model_get_info(m);
@@ -367,16 +382,7 @@ int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *op
     *out = s;
     return 0;
 fail:
-    model_kv_free(s->kv);
-    free(s->slot);
-    free(s->b_tok);
-    free(s->b_pos);
-    free(s->b_seq);
-    free(s->b_want);
-    free(s->b_req);
-    free(s->logits);
-    free(s->text);
-    free(s);
+    free_parts(s);
     return rc;
 }
 
@@ -489,14 +495,5 @@ void serve_close(serve *s)
     pthread_join(s->thread, NULL);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    model_kv_free(s->kv);
-    free(s->slot);
-    free(s->b_tok);
-    free(s->b_pos);
-    free(s->b_seq);
-    free(s->b_want);
-    free(s->b_req);
-    free(s->logits);
-    free(s->text);
-    free(s);
+    free_parts(s);
 }
