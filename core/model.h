@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "lora.h"
 
 typedef struct model model;
 typedef struct model_kv model_kv;
@@ -134,6 +135,9 @@ typedef struct model_batch {
     const int32_t *pos;         /* [n] position of each token in its sequence */
     const int32_t *seq;         /* [n] sequence slot in the kv cache */
     const uint8_t *want_logits; /* [n] nonzero: produce logits; NULL: all */
+    const model_lora *const *lora; /* [n] adapter applied to each token (NULL entry: the
+                                    * base); NULL: no adapter anywhere. Each adapter must
+                                    * have passed model_lora_check for this model. */
 } model_batch;
 
 /* Runs the batch. For every token with want_logits, writes one row of n_vocab
