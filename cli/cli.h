@@ -11,6 +11,8 @@
 
 /* moegate policy check|hash-key ... (cli/cmd_policy.c) */
 int cmd_policy(int argc, char **argv);
+/* moegate adapter inspect ... (cli/cmd_adapter.c) */
+int cmd_adapter(int argc, char **argv);
 /* moegate db migrate ... (cli/cmd_audit.c) */
 int cmd_db(int argc, char **argv);
 /* moegate audit verify|export ... (cli/cmd_audit.c) */

@@ -44,6 +44,7 @@ static void usage(FILE *f)
             "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
             "  moegate chat -m MODEL.gguf [--system TEXT] [--template NAME] [--no-think] [-n N]\n"
             "  moegate model inspect MODEL.gguf\n"
+            "  moegate adapter inspect FILE_OR_DIR [-m BASE.gguf]   (PEFT folder or GGUF LoRA)\n"
             "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
             "  moegate tokenize (-m MODEL.gguf | --hf DIR) (-p TEXT | -f FILE) [--ids] [--special]\n"
             "  moegate template (--name NAME | -m MODEL.gguf) < conversations.jsonl\n"
@@ -958,6 +959,8 @@ int main(int argc, char **argv)
         return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "policy"))
         return cmd_policy(argc - 2, argv + 2);
+    if (!strcmp(cmd, "adapter"))
+        return cmd_adapter(argc - 2, argv + 2);
     if (!strcmp(cmd, "db"))
         return cmd_db(argc - 2, argv + 2);
     if (!strcmp(cmd, "audit"))
