@@ -311,6 +311,27 @@ int32_t kvb_seq_len(const kvb_pool *p, int32_t sid)
     return sid >= 0 && sid < p->n_seq && p->s[sid].active ? p->s[sid].len : 0;
 }
 
+const int32_t *kvb_seq_table(const kvb_pool *p, int32_t sid, int32_t *n)
+{
+    if (sid < 0 || sid >= p->n_seq || !p->s[sid].active) {
+        *n = 0;
+        return NULL;
+    }
+    *n = p->s[sid].n_blocks;
+    return p->s[sid].blocks;
+}
+
+void kvb_drop_cached(kvb_pool *p)
+{
+    while (p->lru_head >= 0) {
+        int32_t i = p->lru_head;
+        lru_remove(p, i);
+        unpublish(p, i);
+        p->b[i].gen++; /* children keyed on the old generation become unreachable */
+        p->free_stack[p->n_free++] = i;
+    }
+}
+
 void kvb_seq_end(kvb_pool *p, int32_t sid)
 {
     if (sid < 0 || sid >= p->n_seq || !p->s[sid].active)

@@ -60,6 +60,14 @@ int kvb_seq_append(kvb_pool *p, int32_t seq, const int32_t *tokens, int32_t n);
 /* The block holding position pos of seq, or -1. */
 int32_t kvb_seq_block(const kvb_pool *p, int32_t seq, int32_t pos);
 int32_t kvb_seq_len(const kvb_pool *p, int32_t seq);
+/* seq's block table: *n blocks, for positions [i*block_tokens, ...). Valid
+ * until the next kvb call that changes seq. NULL and 0 for an idle seq. */
+const int32_t *kvb_seq_table(const kvb_pool *p, int32_t seq, int32_t *n);
+
+/* Forgets every cached (unreferenced) block: they become free and no later
+ * lookup finds them. For when their contents can no longer be trusted (a
+ * forward pass that failed midway). */
+void kvb_drop_cached(kvb_pool *p);
 
 /* Ends seq: its blocks are released (full ones stay cached for later
  * prompts), its unused reservation returns to the pool. */

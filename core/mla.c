@@ -459,12 +459,11 @@ static void attn_latent_worker(void *arg, int ith, int nth)
         int64_t t = it / nh, h0 = it % nh;
         int64_t h1 = h0 + (i1 - it) < nh ? h0 + (i1 - it) : nh;
         int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
-        const float *c0 = kv_row(j->kv, j->kv->k, j->il, seq, 0);
-        tensor_gemm(m->kt, TENSOR_F32, scores, ld, c0, (size_t)kvd * sizeof(float), pos + 1,
+        attn_scores(m->kt, scores, ld, j->kv, j->kv->k, j->il, seq, 0, pos + 1,
                     m->s.qfull + (t * nh + h0) * kvd, (size_t)kvd * sizeof(float), h1 - h0, kvd);
         for (int64_t h = h0; h < h1; h++)
             attn_softmax_sum(m->s.olat + (t * nh + h) * kvl, scores + (h - h0) * ld, pos + 1,
-                             scale, c0, (size_t)kvd, kvl);
+                             scale, j->kv, j->kv->k, j->il, seq, 0, kvl);
         it += h1 - h0;
     }
 }

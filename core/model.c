@@ -785,6 +785,62 @@ const char *model_isa_name(const model *m)
 
 /* ---- KV cache ------------------------------------------------------------------- */
 
+/* Storage for n_blocks blocks of bt positions, n_seq tables, attention
+ * scratch for sequences of up to n_ctx positions. */
+static int kv_alloc(model_kv **out, const model *m, int n_seq, int32_t n_blocks, int32_t bt, int n_ctx,
+                    bool paged, char *err, size_t errlen)
+{
+    const model_info *I = &m->info;
+    model_kv *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        goto nomem;
+    kv->m = m;
+    kv->n_seq = n_seq;
+    kv->n_ctx = n_ctx;
+    kv->n_blocks = n_blocks;
+    kv->bt = bt;
+    kv->paged = paged;
+    /* deepseek2 caches one latent row (kv_lora + rope) per token and layer,
+     * shared by all heads; the others keys and values per kv head */
+    bool mla = I->arch == MODEL_ARCH_DEEPSEEK2;
+    kv->kv_dim = mla ? I->kv_lora_rank + I->qk_rope : I->n_head_kv * I->head_dim;
+    /* checked products: the sizes come from the caller */
+    size_t n, n_sc, group = mla ? (size_t)I->n_head : (size_t)(I->n_head / I->n_head_kv);
+    if (__builtin_mul_overflow((size_t)I->n_layer * (size_t)kv->kv_dim, (size_t)n_blocks, &n) ||
+        __builtin_mul_overflow(n, (size_t)bt, &n) ||
+        __builtin_mul_overflow(n, (mla ? 1 : 2) * sizeof(float), &kv->bytes) ||
+        __builtin_mul_overflow((size_t)pool_size(m->pool) * group, (size_t)n_ctx, &n_sc)) {
+        mg_err_set(err, errlen, "model: kv cache of %d blocks x %d positions is too large", (int)n_blocks,
+                   (int)bt);
+        model_kv_free(kv);
+        return MG_ERANGE;
+    }
+    /* zeroed: a position read before it was written yields zeros, never
+     * stale heap contents */
+    kv->k = calloc(n, sizeof(float));
+    kv->v = mla ? NULL : calloc(n, sizeof(float));
+    /* attention scores: sized by this cache's positions, not the model's
+     * (possibly huge) training context */
+    kv->scores = calloc(n_sc, sizeof(float));
+    kv->table = calloc((size_t)n_seq, sizeof *kv->table);
+    kv->table_n = calloc((size_t)n_seq, sizeof *kv->table_n);
+    kv->own = paged ? NULL : malloc((size_t)n_seq * sizeof *kv->own);
+    if (!kv->k || (!mla && !kv->v) || !kv->scores || !kv->table || !kv->table_n || (!paged && !kv->own))
+        goto nomem;
+    for (int s = 0; !paged && s < n_seq; s++) { /* slot s is block s */
+        kv->own[s] = s;
+        kv->table[s] = &kv->own[s];
+        kv->table_n[s] = 1;
+    }
+    *out = kv;
+    return MG_OK;
+nomem:
+    mg_err_set(err, errlen, "model: out of memory for a kv cache of %d blocks x %d positions", (int)n_blocks,
+               (int)bt);
+    model_kv_free(kv);
+    return MG_ENOMEM;
+}
+
 int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *err,
                     size_t errlen)
 {
@@ -796,43 +852,43 @@ int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *
                    (long long)I->n_ctx_train);
         return MG_ERANGE;
     }
-    model_kv *kv = calloc(1, sizeof *kv);
-    if (!kv)
-        goto nomem;
-    kv->m = m;
-    kv->n_seq = n_seq;
-    kv->n_ctx = n_ctx;
-    /* deepseek2 caches one latent row (kv_lora + rope) per token and layer,
-     * shared by all heads; the others keys and values per kv head */
-    bool mla = I->arch == MODEL_ARCH_DEEPSEEK2;
-    kv->kv_dim = mla ? I->kv_lora_rank + I->qk_rope : I->n_head_kv * I->head_dim;
-    /* checked products: n_seq and n_ctx come from the caller */
-    size_t n, n_sc, group = mla ? (size_t)I->n_head : (size_t)(I->n_head / I->n_head_kv);
-    if (__builtin_mul_overflow((size_t)I->n_layer * (size_t)kv->kv_dim, (size_t)n_seq, &n) ||
-        __builtin_mul_overflow(n, (size_t)n_ctx, &n) ||
-        __builtin_mul_overflow(n, (mla ? 1 : 2) * sizeof(float), &kv->bytes) ||
-        __builtin_mul_overflow((size_t)pool_size(m->pool) * group, (size_t)n_ctx, &n_sc)) {
-        mg_err_set(err, errlen, "model: kv cache of %d sequences x %d positions is too large",
-                   n_seq, n_ctx);
-        model_kv_free(kv);
+    return kv_alloc(out, m, n_seq, n_seq, n_ctx, n_ctx, false, err, errlen);
+}
+
+int model_kv_create_paged(model_kv **out, const model *m, int n_seq, int n_blocks, int block_tokens, int n_ctx,
+                          char *err, size_t errlen)
+{
+    const model_info *I = &m->info;
+    if (n_seq <= 0 || n_seq > (1 << 16) || n_ctx <= 0 || n_ctx > I->n_ctx_train || block_tokens < 1 ||
+        block_tokens > 4096 || n_blocks < 1 || n_blocks > (1 << 26)) {
+        mg_err_set(err, errlen, "model: paged kv cache of %d blocks x %d positions for %d sequences of up to "
+                   "%d positions: blocks must be in 1..2^26, positions per block in 1..4096, sequences in "
+                   "1..65536, positions per sequence in 1..%lld (the model's context length)",
+                   n_blocks, block_tokens, n_seq, n_ctx, (long long)I->n_ctx_train);
         return MG_ERANGE;
     }
-    /* zeroed: a position read before it was written yields zeros, never
-     * stale heap contents */
-    kv->k = calloc(n, sizeof(float));
-    kv->v = mla ? NULL : calloc(n, sizeof(float));
-    /* attention scores: sized by this cache's positions, not the model's
-     * (possibly huge) training context */
-    kv->scores = calloc(n_sc, sizeof(float));
-    if (!kv->k || (!mla && !kv->v) || !kv->scores)
-        goto nomem;
-    *out = kv;
+    return kv_alloc(out, m, n_seq, n_blocks, block_tokens, n_ctx, true, err, errlen);
+}
+
+int model_kv_bind(model_kv *kv, int seq, const int32_t *blocks, int n)
+{
+    if (!kv || !kv->paged || seq < 0 || seq >= kv->n_seq || n < 0 || (n && !blocks) ||
+        (int64_t)n * kv->bt > (int64_t)kv->n_ctx + kv->bt - 1)
+        return MG_EINVAL;
+    for (int i = 0; i < n; i++)
+        if (blocks[i] < 0 || blocks[i] >= kv->n_blocks)
+            return MG_ERANGE;
+    kv->table[seq] = blocks;
+    kv->table_n[seq] = n;
     return MG_OK;
-nomem:
-    mg_err_set(err, errlen, "model: out of memory for a kv cache of %d x %d positions", n_seq,
-               n_ctx);
-    model_kv_free(kv);
-    return MG_ENOMEM;
+}
+
+size_t model_kv_block_bytes(const model *m, int block_tokens)
+{
+    const model_info *I = &m->info;
+    bool mla = I->arch == MODEL_ARCH_DEEPSEEK2;
+    size_t kvd = mla ? (size_t)(I->kv_lora_rank + I->qk_rope) : (size_t)(I->n_head_kv * I->head_dim);
+    return (size_t)I->n_layer * kvd * (size_t)block_tokens * (mla ? 1 : 2) * sizeof(float);
 }
 
 void model_kv_free(model_kv *kv)
@@ -842,6 +898,9 @@ void model_kv_free(model_kv *kv)
     free(kv->k);
     free(kv->v);
     free(kv->scores);
+    free(kv->table);
+    free(kv->table_n);
+    free(kv->own);
     free(kv);
 }
 
@@ -974,7 +1033,7 @@ static void attn_worker(void *arg, int ith, int nth)
     attn_job *j = arg;
     model *m = j->m;
     const model_info *I = &m->info;
-    int64_t hd = I->head_dim, group = I->n_head / I->n_head_kv, kvd = j->kv->kv_dim;
+    int64_t hd = I->head_dim, group = I->n_head / I->n_head_kv;
     int64_t n_items = (int64_t)j->n * I->n_head_kv;
     int64_t i0 = n_items * ith / nth, i1 = n_items * (ith + 1) / nth;
     int64_t ld = j->kv->n_ctx;
@@ -984,14 +1043,12 @@ static void attn_worker(void *arg, int ith, int nth)
         int64_t t = it / I->n_head_kv, g = it % I->n_head_kv;
         int32_t pos = j->b->pos[j->b0 + t], seq = j->b->seq[j->b0 + t];
         const float *q = m->s.q + t * I->n_head * hd + g * group * hd; /* [group][hd] */
-        const float *k0 = kv_row(j->kv, j->kv->k, j->il, seq, 0) + g * hd;
-        const float *v0 = kv_row(j->kv, j->kv->v, j->il, seq, 0) + g * hd;
         /* scores[h][p] = k_p . q_h for p <= pos */
-        tensor_gemm(m->kt, TENSOR_F32, scores, ld, k0, (size_t)kvd * sizeof(float), pos + 1, q,
+        attn_scores(m->kt, scores, ld, j->kv, j->kv->k, j->il, seq, g * hd, pos + 1, q,
                     (size_t)hd * sizeof(float), group, hd);
         for (int64_t h = 0; h < group; h++)
             attn_softmax_sum(m->s.att + t * I->n_head * hd + (g * group + h) * hd, scores + h * ld,
-                             pos + 1, scale, v0, (size_t)kvd, hd);
+                             pos + 1, scale, j->kv, j->kv->v, j->il, seq, g * hd, hd);
     }
 }
 
@@ -1362,10 +1419,11 @@ int model_forward(model *m, model_kv *kv, const model_batch *b, float *logits, c
                        "vocabulary (0..%lld)", b->token[i], i, (long long)I->n_vocab - 1);
             return MG_ERANGE;
         }
-        if (b->seq[i] < 0 || b->seq[i] >= kv->n_seq || b->pos[i] < 0 || b->pos[i] >= kv->n_ctx) {
+        if (b->seq[i] < 0 || b->seq[i] >= kv->n_seq || b->pos[i] < 0 || b->pos[i] >= kv->n_ctx ||
+            b->pos[i] / kv->bt >= kv->table_n[b->seq[i]]) {
             mg_err_set(err, errlen, "model: batch index %d: sequence %d position %d is outside "
-                       "the kv cache (%d sequences x %d positions)", i, b->seq[i], b->pos[i],
-                       kv->n_seq, kv->n_ctx);
+                       "the kv cache (%d sequences x %d positions%s)", i, b->seq[i], b->pos[i],
+                       kv->n_seq, kv->n_ctx, kv->paged ? ", or beyond the sequence's bound blocks" : "");
             return MG_ERANGE;
         }
     }

@@ -127,6 +127,22 @@ int model_n_threads(const model *m);        /* engine threads (the pool's size) 
 int model_kv_create(model_kv **out, const model *m, int n_seq, int n_ctx, char *err,
                     size_t errlen);
 void model_kv_free(model_kv *kv); /* accepts NULL */
+
+/* A paged KV cache: n_blocks blocks of block_tokens positions each, shared by
+ * n_seq sequences of up to n_ctx positions. Which blocks hold a sequence is
+ * the caller's choice (core/kvblocks.h decides it for the scheduler): before
+ * a forward pass touches sequence seq, model_kv_bind gives its table, block
+ * ids for positions [i*block_tokens, (i+1)*block_tokens), i < n. The table
+ * is not copied: it must stay valid and unchanged until the next bind of
+ * that sequence. Blocks may be shared by several sequences (an identical
+ * prefix): a forward pass only writes the positions of its batch tokens.
+ * MG_EINVAL for a slot cache or a bad seq/n, MG_ERANGE for a block id
+ * outside the pool. */
+int model_kv_create_paged(model_kv **out, const model *m, int n_seq, int n_blocks, int block_tokens, int n_ctx,
+                          char *err, size_t errlen);
+int model_kv_bind(model_kv *kv, int seq, const int32_t *blocks, int n);
+/* Bytes one block of block_tokens positions takes (keys and values, every layer). */
+size_t model_kv_block_bytes(const model *m, int block_tokens);
 size_t model_kv_bytes(const model_kv *kv);
 
 typedef struct model_batch {

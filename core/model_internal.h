@@ -49,9 +49,14 @@ typedef struct layer {
 
 struct model_kv {
     const model *m;
-    int n_seq, n_ctx;
+    int n_seq, n_ctx;  /* sequences; the most positions one sequence may hold */
+    int32_t n_blocks, bt; /* storage: n_blocks blocks of bt positions (slots: bt = n_ctx) */
     int64_t kv_dim; /* n_head_kv * head_dim; deepseek2: kv_lora + rope (one latent row) */
-    float *k, *v;   /* [n_layer][n_seq][n_ctx][kv_dim]; deepseek2: k only, v NULL */
+    float *k, *v;   /* [n_layer][n_blocks][bt][kv_dim]; deepseek2: k only, v NULL */
+    bool paged;     /* tables bound by the caller (model_kv_bind), else one slot each */
+    const int32_t **table; /* [n_seq] block of each bt positions of the sequence */
+    int32_t *table_n;      /* [n_seq] blocks in each table */
+    int32_t *own;          /* slots: the identity tables */
     float *scores;  /* [n_threads][n_head/n_head_kv][n_ctx] attention scratch
                      * (deepseek2: [n_threads][n_head][n_ctx]) */
     size_t bytes;
@@ -135,10 +140,19 @@ void model_rmsnorm_rows(model *m, float *out, const float *x, const float *w, in
                         int64_t n);
 void model_rope_angles(float *cs, float *sn, const float *inv_freq, int64_t half, float pos);
 
+/* Cached row of position pos of sequence seq in layer il. */
 static inline float *kv_row(const model_kv *kv, float *base, int64_t il, int32_t seq, int32_t pos)
 {
-    size_t idx = (((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx + (size_t)pos);
+    int32_t blk = kv->table[seq][pos / kv->bt];
+    size_t idx = ((size_t)il * (size_t)kv->n_blocks + (size_t)blk) * (size_t)kv->bt + (size_t)(pos % kv->bt);
     return base + idx * (size_t)kv->kv_dim;
+}
+
+/* Positions p0.. that lie in one block (contiguous rows), up to end. */
+static inline int32_t kv_run(const model_kv *kv, int32_t p0, int32_t end)
+{
+    int32_t n = kv->bt - p0 % kv->bt;
+    return n < end - p0 ? n : end - p0;
 }
 
 static inline float silu(float x)
@@ -158,11 +172,11 @@ static inline void axpy(float *restrict out, float w, const float *restrict x, i
         out[i] += w * x[i];
 }
 
-/* out[0..width) = sum_p softmax(scale * sc)_p * rows_p for p < n, where
- * rows_p = rows + p*stride (the cached values, or latent rows); sc is
- * overwritten with the unnormalised weights. */
-static inline void attn_softmax_sum(float *out, float *sc, int32_t n, float scale,
-                                    const float *rows, size_t stride, int64_t width)
+/* out[0..width) = sum_p softmax(scale * sc)_p * row_p for p < n, where
+ * row_p = kv_row(kv, base, il, seq, p) + off (the cached values, or latent
+ * rows); sc is overwritten with the unnormalised weights. */
+static inline void attn_softmax_sum(float *out, float *sc, int32_t n, float scale, const model_kv *kv,
+                                    float *base, int64_t il, int32_t seq, int64_t off, int64_t width)
 {
     float mx = -INFINITY;
     for (int32_t p = 0; p < n; p++) {
@@ -176,8 +190,27 @@ static inline void attn_softmax_sum(float *out, float *sc, int32_t n, float scal
     }
     float inv = (float)(1.0 / sum);
     memset(out, 0, sizeof(float) * (size_t)width);
-    for (int32_t p = 0; p < n; p++)
-        axpy(out, sc[p] * inv, rows + (size_t)p * stride, width);
+    for (int32_t p0 = 0; p0 < n;) {
+        int32_t run = kv_run(kv, p0, n);
+        const float *rows = kv_row(kv, base, il, seq, p0) + off;
+        for (int32_t p = 0; p < run; p++)
+            axpy(out, sc[p0 + p] * inv, rows + (size_t)p * (size_t)kv->kv_dim, width);
+        p0 += run;
+    }
+}
+
+/* scores[h*ld + p] = dot(row_p + off, x_h) for p < n, h < nx: one f32
+ * tensor_gemm per block of cached rows. */
+static inline void attn_scores(const tensor_kernels *kt, float *scores, int64_t ld, const model_kv *kv,
+                               float *base, int64_t il, int32_t seq, int64_t off, int32_t n, const float *x,
+                               size_t x_stride, int64_t nx, int64_t k)
+{
+    for (int32_t p0 = 0; p0 < n;) {
+        int32_t run = kv_run(kv, p0, n);
+        tensor_gemm(kt, TENSOR_F32, scores + p0, ld, kv_row(kv, base, il, seq, p0) + off,
+                    (size_t)kv->kv_dim * sizeof(float), run, x, x_stride, nx, k);
+        p0 += run;
+    }
 }
 
 /* ---- deepseek2 multi-head latent attention (mla.c) ---- */

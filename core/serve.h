@@ -11,10 +11,18 @@
  * next token with its own parameters, and its text goes through its stop
  * strings to its callback.
  *
- * This first version keeps each sequence's KV in a slot of the model's
- * cache (n_slots sequences of up to n_ctx positions); admission needs a free
- * slot and prompt + max_tokens <= n_ctx. The paged cache with prefix sharing
- * (core/kvblocks.h) replaces the slots when the model's cache is paged.
+ * KV cache: a paged pool of kv_memory bytes in blocks of block_tokens
+ * positions (core/kvblocks.h decides which block holds what). A request is
+ * admitted when a sequence slot is free and the pool can hold its prompt plus
+ * max_tokens (reserved up front, so memory is never over-committed and a
+ * running sequence never stalls); otherwise it waits in the queue, in order.
+ * A request that could never fit is refused at submit with the reason.
+ *
+ * Prefix cache: every full block of evaluated tokens is published under a
+ * hash of all tokens up to its end and the adapter in use; a later prompt
+ * with the same prefix (a domain's system prompt, a shared document) reuses
+ * those blocks instead of evaluating them, reference counted; unreferenced
+ * blocks stay cached until evicted, least recently used first.
  *
  * The scheduler thread sleeps on a condition variable when idle; it never
  * spins. Callbacks run on the scheduler thread and must not block.
@@ -36,10 +44,13 @@
 typedef struct serve serve;
 
 typedef struct serve_opts {
-    int n_slots;      /* sequences at once (default 8) */
+    int n_slots;      /* sequences running at once (default 8) */
     int n_ctx;        /* positions per sequence (default: min(4096, model's)) */
-    int max_queue;    /* requests waiting for a slot; more are refused (default 256) */
+    int max_queue;    /* requests waiting; more are refused (default 256) */
     int step_tokens;  /* prompt tokens evaluated per step across sequences (default 256) */
+    size_t kv_memory; /* bytes of the KV block pool (default: n_slots full contexts, at
+                       * most 4 GiB, and at least one full context) */
+    int block_tokens; /* positions per KV block (default 32) */
 } serve_opts;
 
 enum serve_finish {
@@ -58,32 +69,50 @@ typedef struct serve_params {
     const int32_t *stop_ids;     /* extra stop token ids (copied) */
     size_t n_stop_ids;
     bool ignore_eos;             /* do not stop at the end-of-turn tokens */
+    bool show_special;           /* the text of control tokens is streamed too */
     double deadline;             /* CLOCK_MONOTONIC seconds; 0: none */
+    model_lora *lora;            /* adapter for this request (retained until it ends), or NULL;
+                                  * must have passed model_lora_check for this model */
+    /* Optional: called on the scheduler thread with the logits of every
+     * position this request evaluates (prompt and generated), in order, before
+     * the token callback of that step. Prompt positions found in the prefix
+     * cache are not evaluated; no_prefix_cache makes every one evaluated. */
+    void (*logits_cb)(void *ud, int32_t pos, const float *logits, int64_t n_vocab);
+    bool no_prefix_cache;        /* neither reuse nor share cached prefixes */
 } serve_params;
 
 /* Called on the scheduler thread: with each piece of text to send (len may
- * be 0 on the last call), the token that produced it (-1 on the last call),
- * and the finish reason (SERVE_RUNNING until the last call, which comes
- * exactly once per accepted request). After the last call the request is
- * gone; ud is not used again. */
+ * be 0), the token that produced it, and the finish reason (SERVE_RUNNING
+ * until the last call, which comes exactly once per accepted request). The
+ * last call carries what the stop matcher still held, and as token the stop
+ * token that ended the request (its text is not sent), else -1. After the
+ * last call the request is gone; ud is not used again. */
 typedef void (*serve_callback)(void *ud, const char *text, size_t len, int32_t token, enum serve_finish finish);
 
 typedef struct serve_stats {
     int running, waiting;
     int slots_used, slots_total;
     int64_t requests_done;
-    int64_t prompt_tokens, generated_tokens;
+    int64_t prompt_tokens, generated_tokens; /* evaluated prompt tokens, generated tokens */
     int64_t steps;
-    double tokens_per_second; /* generated, over the last 10 s of work */
+    double tokens_per_second; /* generated per second of forward work, since start */
+    /* KV blocks */
+    int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free, kv_blocks_reserved;
+    int block_tokens;
+    size_t kv_bytes;
+    /* prefix cache: prompt tokens of admitted requests, and those found cached */
+    int64_t prefix_lookup_tokens, prefix_hit_tokens, prefix_evictions;
 } serve_stats;
 
-/* Starts the scheduler for model m (tok decodes its output). Both must
- * outlive the serve object. */
+/* Starts the scheduler for model m (tok decodes its output and names the
+ * end-of-turn tokens; NULL: no text, token ids only, no stop strings). Both
+ * must outlive the serve object. */
 int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *opts, char *err, size_t errlen);
 
 /* Queues a request for prompt[0..n). *id identifies it for serve_cancel.
  * MG_EBUSY: the queue is full (retry later); MG_ERANGE: it can never fit
- * (prompt + max_tokens > n_ctx); MG_EINVAL: bad parameters (named in err).
+ * (prompt + max_tokens beyond n_ctx or the whole KV pool); MG_EINVAL: bad
+ * parameters (named in err).
  * On success cb will be called until its last call. */
 int serve_submit(serve *s, const int32_t *prompt, size_t n, const serve_params *p, serve_callback cb, void *ud,
                  uint64_t *id, char *err, size_t errlen);

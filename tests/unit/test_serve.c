@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/errors.h"
 #include "core/model.h"
@@ -60,7 +61,7 @@ static int alone(const int32_t *prompt, int n, int max_tokens, int32_t *out)
     for (int i = 0; i < n + max_tokens; i++)
         pos[i] = i;
     want[n - 1] = 1;
-    model_batch b = {n, hist, pos, seq, want};
+    model_batch b = {.n = n, .token = hist, .pos = pos, .seq = seq, .want_logits = want};
     assert_int_equal(model_forward(M, kv, &b, logits, err, sizeof err), 0);
     int g = 0;
     for (;;) {
@@ -74,7 +75,7 @@ static int alone(const int32_t *prompt, int n, int max_tokens, int32_t *out)
         hist[n + g] = best;
         if (++g == max_tokens)
             break;
-        model_batch d = {1, &hist[n + g - 1], &pos[n + g - 1], seq, NULL};
+        model_batch d = {.n = 1, .token = &hist[n + g - 1], .pos = &pos[n + g - 1], .seq = seq};
         assert_int_equal(model_forward(M, kv, &d, logits, err, sizeof err), 0);
     }
     free(hist);
@@ -106,7 +107,7 @@ static void on_token(void *ud, const char *text, size_t len, int32_t token, enum
     pthread_mutex_lock(&r->mu);
     if (r->done)
         r->calls_after_done++;
-    if (token >= 0 && r->n_tokens < 512)
+    if (token >= 0 && f == SERVE_RUNNING && r->n_tokens < 512)
         r->tokens[r->n_tokens++] = token;
     if (len && r->n_text + len < sizeof r->text) {
         memcpy(r->text + r->n_text, text, len);
@@ -279,12 +280,348 @@ static void test_queue_and_close(void **st)
     tokenizer_ids_free(&ids);
 }
 
+
+/* ---- paged KV, prefix cache, stress -------------------------------------- */
+
+typedef struct logit_rec {
+    int32_t pos;     /* the position whose logits to keep */
+    float *logits;   /* [n_vocab] */
+    int seen_from;   /* first position reported, -1 until one is */
+} logit_rec;
+
+typedef struct lresult {
+    result r;
+    logit_rec l;
+} lresult;
+
+static void on_logits(void *ud, int32_t pos, const float *logits, int64_t n_vocab)
+{
+    lresult *lr = ud;
+    if (lr->l.seen_from < 0)
+        lr->l.seen_from = pos;
+    if (pos == lr->l.pos)
+        memcpy(lr->l.logits, logits, sizeof(float) * (size_t)n_vocab);
+}
+
+static void on_token_l(void *ud, const char *text, size_t len, int32_t token, enum serve_finish f)
+{
+    on_token(&((lresult *)ud)->r, text, len, token, f);
+}
+
+/* Deterministic text of about n words from a fixed list. */
+static void words(char *buf, size_t cap, int n, unsigned *seed)
+{
+    static const char *w[] = {"market", "bond", "yield", "patient", "discharge", "network", "billing",
+                              "风险", "合规", "的", "and", "the", "report", "2025", "4.25%", "plan"};
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && len + 16 < cap; i++) {
+        *seed = *seed * 1103515245u + 12345u;
+        len += (size_t)snprintf(buf + len, cap - len, "%s ", w[(*seed >> 16) % 16]);
+    }
+}
+
+static void lresult_init(lresult *lr, int32_t pos)
+{
+    memset(lr, 0, sizeof *lr);
+    pthread_mutex_init(&lr->r.mu, NULL);
+    pthread_cond_init(&lr->r.cv, NULL);
+    lr->l.pos = pos;
+    lr->l.seen_from = -1;
+    lr->l.logits = malloc(sizeof(float) * (size_t)model_get_info(M)->n_vocab);
+}
+
+static void test_prefix_cache(void **st)
+{
+    (void)st;
+    const int64_t nv = model_get_info(M)->n_vocab;
+    char sys[4096];
+    unsigned seed = 7;
+    words(sys, sizeof sys, 90, &seed); /* a shared "system prompt" of several blocks */
+    tokenizer_ids a = {0}, c = {0};
+    char txt[8192];
+    snprintf(txt, sizeof txt, "%sQuestion one: what is the yield?", sys);
+    assert_int_equal(tokenizer_encode(T, txt, strlen(txt), 0, &a), 0);
+    snprintf(txt, sizeof txt, "%sQuestion two: 患者的出院小结", sys);
+    assert_int_equal(tokenizer_encode(T, txt, strlen(txt), 0, &c), 0);
+    assert_true(a.n > 64);
+    serve *s;
+    char err[256];
+    serve_opts o = {.n_slots = 2, .n_ctx = 512, .step_tokens = 48, .block_tokens = 16};
+    assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+    /* cold */
+    lresult cold, hot, other;
+    lresult_init(&cold, (int32_t)a.n - 1);
+    lresult_init(&hot, (int32_t)a.n - 1);
+    lresult_init(&other, (int32_t)c.n - 1);
+    serve_params p = greedy(10);
+    p.logits_cb = on_logits;
+    uint64_t id;
+    assert_int_equal(serve_submit(s, a.ids, a.n, &p, on_token_l, &cold, &id, err, sizeof err), 0);
+    wait_done(&cold.r);
+    assert_int_equal(cold.l.seen_from, 0);
+    serve_stats st0, st1, st2;
+    serve_get_stats(s, &st0);
+    assert_int_equal(st0.prefix_hit_tokens, 0);
+    assert_int_equal(st0.kv_blocks_used, 0); /* done: its full blocks are cached, unreferenced */
+    assert_true(st0.kv_blocks_cached >= (int)(a.n / 16));
+    /* the same prompt again: every whole block but the last token's comes from the cache */
+    assert_int_equal(serve_submit(s, a.ids, a.n, &p, on_token_l, &hot, &id, err, sizeof err), 0);
+    wait_done(&hot.r);
+    serve_get_stats(s, &st1);
+    int64_t hit = st1.prefix_hit_tokens - st0.prefix_hit_tokens;
+    assert_int_equal(hit, (int64_t)((a.n - 1) / 16 * 16));
+    assert_int_equal(hot.l.seen_from, (int)hit); /* cached positions were not evaluated */
+    /* the same logits, bit for bit, and the same tokens */
+    assert_memory_equal(hot.l.logits, cold.l.logits, sizeof(float) * (size_t)nv);
+    assert_int_equal(hot.r.n_tokens, cold.r.n_tokens);
+    assert_memory_equal(hot.r.tokens, cold.r.tokens, sizeof(int32_t) * (size_t)cold.r.n_tokens);
+    /* a different question after the same system prompt shares its blocks */
+    assert_int_equal(serve_submit(s, c.ids, c.n, &p, on_token_l, &other, &id, err, sizeof err), 0);
+    wait_done(&other.r);
+    serve_get_stats(s, &st2);
+    size_t common = 0;
+    while (common < a.n && common < c.n && a.ids[common] == c.ids[common])
+        common++;
+    assert_int_equal(st2.prefix_hit_tokens - st1.prefix_hit_tokens, (int64_t)(common / 16 * 16));
+    /* no prefix cache: everything evaluated */
+    lresult full;
+    lresult_init(&full, (int32_t)c.n - 1);
+    serve_params q = p;
+    q.no_prefix_cache = true;
+    assert_int_equal(serve_submit(s, c.ids, c.n, &q, on_token_l, &full, &id, err, sizeof err), 0);
+    wait_done(&full.r);
+    assert_int_equal(full.l.seen_from, 0);
+    assert_memory_equal(full.l.logits, other.l.logits, sizeof(float) * (size_t)nv);
+    serve_close(s);
+    int32_t want[16];
+    int n = alone(c.ids, (int)c.n, 10, want);
+    assert_int_equal(other.r.n_tokens, n);
+    assert_memory_equal(other.r.tokens, want, sizeof(int32_t) * (size_t)n);
+    free(cold.l.logits);
+    free(hot.l.logits);
+    free(other.l.logits);
+    free(full.l.logits);
+    tokenizer_ids_free(&a);
+    tokenizer_ids_free(&c);
+}
+
+/* A pool smaller than the work: requests wait for blocks, in order, and
+ * every block comes back. One that could never fit is refused. */
+static void test_kv_memory_admission(void **st)
+{
+    (void)st;
+    serve *s;
+    char err[256];
+    size_t bb = model_kv_block_bytes(M, 16);
+    serve_opts o = {.n_slots = 6, .n_ctx = 256, .step_tokens = 32, .block_tokens = 16, .kv_memory = 12 * bb};
+    assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+    serve_stats stt;
+    serve_get_stats(s, &stt);
+    assert_int_equal(stt.kv_blocks_total, 12);
+    assert_int_equal(stt.kv_bytes, 12 * bb);
+    tokenizer_ids ids = {0};
+    assert_int_equal(tokenizer_encode(T, "memory", 6, 0, &ids), 0);
+    /* 1 + 70 tokens: 5 blocks each, so at most two run at once */
+    result r[5];
+    int32_t first[64];
+    int n_first = 0;
+    for (int i = 0; i < 5; i++) {
+        r[i] = (result){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        serve_params p = greedy(70);
+        p.ignore_eos = true;
+        p.no_prefix_cache = true;
+        uint64_t id;
+        assert_int_equal(serve_submit(s, ids.ids, ids.n, &p, on_token, &r[i], &id, err, sizeof err), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        wait_done(&r[i]);
+        assert_int_equal(r[i].finish, SERVE_LENGTH);
+        assert_int_equal(r[i].n_tokens, 70);
+        if (i == 0) {
+            n_first = r[i].n_tokens < 64 ? r[i].n_tokens : 64;
+            memcpy(first, r[i].tokens, sizeof(int32_t) * (size_t)n_first);
+        }
+        assert_memory_equal(r[i].tokens, first, sizeof(int32_t) * (size_t)n_first);
+    }
+    serve_get_stats(s, &stt);
+    assert_int_equal(stt.kv_blocks_used, 0);
+    assert_int_equal(stt.kv_blocks_reserved, 0);
+    assert_int_equal(stt.kv_blocks_free + stt.kv_blocks_cached, 12);
+    /* 1 + 200 tokens need 13 blocks: never */
+    serve_params big = greedy(200);
+    uint64_t id;
+    assert_int_equal(serve_submit(s, ids.ids, ids.n, &big, on_token, &r[0], &id, err, sizeof err), MG_ERANGE);
+    assert_non_null(strstr(err, "KV blocks"));
+    serve_close(s);
+    tokenizer_ids_free(&ids);
+}
+
+/* Seeded sampling: the same tokens together as one at a time. */
+static void test_seeded_batched_equals_alone(void **st)
+{
+    (void)st;
+    enum { N = 6 };
+    tokenizer_ids ids[N];
+    unsigned seed = 11;
+    char txt[1024];
+    for (int i = 0; i < N; i++) {
+        memset(&ids[i], 0, sizeof ids[i]);
+        words(txt, sizeof txt, 3 + 9 * i, &seed);
+        assert_int_equal(tokenizer_encode(T, txt, strlen(txt), 0, &ids[i]), 0);
+    }
+    result together[N], single[N];
+    for (int pass = 0; pass < 2; pass++) {
+        result *res = pass ? single : together;
+        serve *s;
+        char err[256];
+        serve_opts o = {.n_slots = pass ? 1 : 4, .n_ctx = 256, .step_tokens = 20, .block_tokens = 8};
+        assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+        for (int i = 0; i < N; i++) {
+            res[i] = (result){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+            serve_params p = {.sampling = sampler_defaults(), .max_tokens = 24, .ignore_eos = true};
+            p.sampling.temperature = 0.9f;
+            p.sampling.top_p = 0.9f;
+            p.sampling.seed = 1000 + (uint64_t)i;
+            p.sampling.presence_penalty = 0.3f * (float)(i % 3);
+            p.sampling.frequency_penalty = 0.2f * (float)(i % 2);
+            uint64_t id;
+            assert_int_equal(serve_submit(s, ids[i].ids, ids[i].n, &p, on_token, &res[i], &id, err, sizeof err),
+                             0);
+            if (pass)
+                wait_done(&res[i]);
+        }
+        for (int i = 0; i < N; i++)
+            wait_done(&res[i]);
+        serve_close(s);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(together[i].n_tokens, 24);
+        assert_int_equal(single[i].n_tokens, 24);
+        assert_memory_equal(together[i].tokens, single[i].tokens, sizeof(int32_t) * 24);
+        tokenizer_ids_free(&ids[i]);
+    }
+}
+
+/* 64 requests with random lengths, parameters, stop strings, deadlines and
+ * cancellations, through a pool too small for all: each ends exactly once,
+ * and afterwards every block is back. Run under ASan: nothing leaks. */
+typedef struct stress_req {
+    result r;
+    int cancel_after; /* cancel from the callback after this many tokens; 0: never */
+    uint64_t id;
+} stress_req;
+
+static void on_token_stress(void *ud, const char *text, size_t len, int32_t token, enum serve_finish f)
+{
+    stress_req *q = ud;
+    on_token(&q->r, text, len, token, f);
+    if (q->cancel_after && token >= 0 && q->r.n_tokens == q->cancel_after)
+        serve_cancel(q->r.s, q->id);
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void test_stress(void **st)
+{
+    (void)st;
+    enum { N = 64 };
+    serve *s;
+    char err[256];
+    size_t bb = model_kv_block_bytes(M, 16);
+    serve_opts o = {.n_slots = 6, .n_ctx = 384, .max_queue = N, .step_tokens = 40, .block_tokens = 16,
+                    .kv_memory = 40 * bb};
+    assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+    stress_req *q = calloc(N, sizeof *q);
+    unsigned seed = 1234;
+    char sys[2048];
+    words(sys, sizeof sys, 40, &seed);
+    int n_cancel_direct = 0;
+    uint64_t direct[N];
+    for (int i = 0; i < N; i++) {
+        char txt[8192];
+        seed = seed * 1103515245u + 12345u;
+        int nw = 1 + (int)((seed >> 16) % 120);
+        words(txt, sizeof txt, nw, &seed);
+        if (i % 3 == 0) { /* a third share a system prompt */
+            char both[8192];
+            snprintf(both, sizeof both, "%s%.4000s", sys, txt);
+            snprintf(txt, sizeof txt, "%s", both);
+        }
+        tokenizer_ids ids = {0};
+        assert_int_equal(tokenizer_encode(T, txt, strlen(txt), 0, &ids), 0);
+        if (ids.n > 300)
+            ids.n = 300;
+        q[i].r = (result){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .s = s};
+        serve_params p = {.sampling = sampler_defaults(), .max_tokens = 1 + (int)((seed >> 8) % 60)};
+        p.sampling.temperature = (float)((seed >> 4) % 4) * 0.4f;
+        p.sampling.top_k = (int)((seed >> 6) % 50);
+        p.sampling.min_p = (float)((seed >> 9) % 3) * 0.05f;
+        p.sampling.seed = seed;
+        p.sampling.repeat_penalty = 1.0f + (float)((seed >> 12) % 3) * 0.1f;
+        p.ignore_eos = (seed >> 3) & 1;
+        const char *stops[2] = {"e", "。"};
+        if ((seed >> 14) & 1) {
+            p.stop = stops;
+            p.n_stop = 2;
+        }
+        if (i % 11 == 5)
+            p.deadline = mono() + 0.05;
+        if (i % 7 == 3)
+            q[i].cancel_after = 1 + (int)((seed >> 20) % 5);
+        pthread_mutex_lock(&q[i].r.mu);
+        int rc = serve_submit(s, ids.ids, ids.n, &p, on_token_stress, &q[i], &q[i].id, err, sizeof err);
+        if (rc == MG_ERANGE) { /* prompt + max_tokens beyond the pool or context: refused, never run */
+            q[i].r.done = true;
+            q[i].r.finish = SERVE_ERROR;
+        } else {
+            assert_int_equal(rc, 0);
+        }
+        pthread_mutex_unlock(&q[i].r.mu);
+        if (rc == 0 && i % 9 == 4)
+            direct[n_cancel_direct++] = q[i].id;
+        tokenizer_ids_free(&ids);
+    }
+    for (int k = 0; k < n_cancel_direct; k++)
+        serve_cancel(s, direct[k]); /* from this thread, wherever it is */
+    int finished[6] = {0};
+    for (int i = 0; i < N; i++) {
+        wait_done(&q[i].r);
+        assert_int_equal(q[i].r.calls_after_done, 0);
+        assert_true(q[i].r.finish >= SERVE_STOP && q[i].r.finish <= SERVE_ERROR);
+        finished[q[i].r.finish]++;
+    }
+    serve_stats stt;
+    serve_get_stats(s, &stt);
+    assert_int_equal(stt.running, 0);
+    assert_int_equal(stt.waiting, 0);
+    assert_int_equal(stt.kv_blocks_used, 0);
+    assert_int_equal(stt.kv_blocks_reserved, 0);
+    assert_int_equal(stt.kv_blocks_free + stt.kv_blocks_cached, stt.kv_blocks_total);
+    assert_true(stt.prefix_hit_tokens > 0);
+    fprintf(stderr, "stress: stop %d length %d cancelled %d error/refused %d, prefix hit %lld of %lld\n", finished[SERVE_STOP], finished[SERVE_LENGTH], finished[SERVE_CANCELLED], finished[SERVE_ERROR], (long long)stt.prefix_hit_tokens, (long long)stt.prefix_lookup_tokens);
+    assert_true(finished[SERVE_CANCELLED] > 0);
+    assert_true(finished[SERVE_LENGTH] > 0);
+    assert_true(finished[SERVE_STOP] > 0);
+    serve_close(s);
+    free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_equals_alone),
         cmocka_unit_test(test_stop_string_and_cancel),
         cmocka_unit_test(test_queue_and_close),
+        cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_kv_memory_admission),
+        cmocka_unit_test(test_seeded_batched_equals_alone),
+        cmocka_unit_test(test_stress),
     };
     return cmocka_run_group_tests_name("serve", tests, setup, teardown);
 }
