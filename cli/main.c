@@ -13,6 +13,7 @@
  * This is the only place allowed to exit(); library code returns errors.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <inttypes.h>
@@ -29,6 +30,7 @@
 #include "core/gguf.h"
 #include "core/model.h"
 #include "core/sampler.h"
+#include "core/serve.h"
 #include "core/tensor.h"
 #include "core/chat.h"
 #include "core/tokenizer.h"
@@ -316,6 +318,58 @@ static void dump_row(FILE *f, int pos, const float *logits, int64_t n)
     fputc('\n', f);
 }
 
+/* One `run` request through the serving engine. Callbacks run on the
+ * scheduler thread. */
+typedef struct run_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const tokenizer *tok;
+    int64_t n_vocab;
+    bool show_special, discard, done;
+    FILE *dump;
+    int32_t *ids;
+    int n_ids;
+    enum serve_finish finish;
+    double t_submit, t_first, t_end;
+} run_state;
+
+static void run_on_logits(void *ud, int32_t pos, const float *logits, int64_t n_vocab)
+{
+    run_state *rs = ud;
+    dump_row(rs->dump, pos, logits, n_vocab);
+}
+
+static void run_on_token(void *ud, const char *text, size_t len, int32_t token, enum serve_finish f)
+{
+    run_state *rs = ud;
+    if (token >= 0 && !rs->discard) {
+        if (rs->t_first == 0)
+            rs->t_first = now();
+        rs->ids[rs->n_ids++] = token; /* the stop token too, as the model produced it */
+        if (!rs->tok)
+            printf("%s%d", rs->n_ids > 1 ? " " : "", token);
+        else if (f != SERVE_RUNNING && rs->show_special) {
+            char *piece;
+            size_t pl;
+            if (!tokenizer_decode(rs->tok, &token, 1, true, &piece, &pl)) {
+                fwrite(piece, 1, pl, stdout);
+                free(piece);
+            }
+        }
+    }
+    if (len && !rs->discard)
+        fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    if (f != SERVE_RUNNING) {
+        pthread_mutex_lock(&rs->mu);
+        rs->t_end = now();
+        rs->finish = f;
+        rs->done = true;
+        pthread_cond_signal(&rs->cv);
+        pthread_mutex_unlock(&rs->mu);
+    }
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL;
@@ -362,7 +416,6 @@ static int cmd_run(int argc, char **argv)
             die("run: unknown option '%s' (see moegate --help)", s);
     }
     int n_ctx = co.n_ctx;
-    sampler_params sp = co.sp;
     if (!model_path)
         die("run: -m MODEL.gguf is required");
     if (!!tokens + !!prompt != 1)
@@ -392,103 +445,61 @@ static int cmd_run(int argc, char **argv)
     if (n_prompt + n_predict > n_ctx)
         die("prompt (%d tokens) + -n %d exceeds the context of %d positions (--ctx)", n_prompt,
             n_predict, n_ctx);
-    model_kv *kv;
-    if (model_kv_create(&kv, m, 1, n_ctx, err, sizeof err))
-        die("%s", err);
-    sampler *smp;
-    if (sampler_create(&smp, I->n_vocab, &sp, err, sizeof err))
-        die("%s", err);
-    FILE *df = NULL;
-    if (dump && !(df = fopen(dump, "w")))
+
+    /* through the serving engine, as the gateway does: one sequence, the
+     * whole prompt in one step */
+    run_state rs = {.tok = tok, .n_vocab = I->n_vocab, .show_special = show_special, .t_submit = now()};
+    pthread_mutex_init(&rs.mu, NULL);
+    pthread_cond_init(&rs.cv, NULL);
+    rs.ids = malloc(sizeof(int32_t) * (size_t)(n_predict + 1));
+    if (!rs.ids)
+        die("out of memory");
+    if (dump && !(rs.dump = fopen(dump, "w")))
         die("--dump-logits: cannot write '%s': %s", dump, strerror(errno));
-
-    int n_total = n_prompt + n_predict;
-    int32_t *hist = malloc(sizeof(int32_t) * (size_t)n_total);
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_total);
-    int32_t *seq = calloc((size_t)n_total, sizeof(int32_t));
-    uint8_t *want = malloc((size_t)n_prompt);
-    size_t rows = dump ? (size_t)n_prompt : 1;
-    float *logits = malloc(sizeof(float) * rows * (size_t)I->n_vocab);
-    if (!hist || !pos || !seq || !want || !logits)
-        die("out of memory");
-    memcpy(hist, prompt_ids, sizeof(int32_t) * (size_t)n_prompt);
-    for (int i = 0; i < n_total; i++)
-        pos[i] = i;
-    for (int i = 0; i < n_prompt; i++)
-        want[i] = dump || i == n_prompt - 1;
-
-    /* prompt: one batch */
-    double t0 = now();
-    model_batch b = {n_prompt, hist, pos, seq, want};
-    if (model_forward(m, kv, &b, logits, err, sizeof err))
+    serve_opts so = {.n_slots = 1, .n_ctx = n_ctx, .step_tokens = n_prompt > 256 ? n_prompt : 256};
+    serve *sv;
+    if (serve_open(&sv, m, tok, &so, err, sizeof err))
         die("%s", err);
-    double t_prompt = now() - t0;
-    float *last = logits + (rows - 1) * (size_t)I->n_vocab;
-    if (df)
-        for (int i = 0; i < n_prompt; i++)
-            dump_row(df, i, logits + (size_t)i * (size_t)I->n_vocab, I->n_vocab);
-
-    /* generation: sample, print, feed back */
-    double t1 = now();
-    int n_gen = 0;
-    tokenizer_stream ts;
-    size_t text_cap = tok ? tokenizer_max_piece_bytes(tok) + 8 : 0;
-    char *text = malloc(text_cap + 1);
-    if (!text)
-        die("out of memory");
-    if (tok)
-        tokenizer_stream_init(&ts, tok, show_special);
-    for (int i = 0; i < n_predict; i++) {
-        int32_t id = sampler_sample(smp, last, hist, n_prompt + n_gen);
-        hist[n_prompt + n_gen++] = id;
-        if (tok) {
-            int len = tokenizer_stream_push(&ts, id, text, text_cap);
-            if (len > 0)
-                fwrite(text, 1, (size_t)len, stdout);
-        } else {
-            printf("%s%d", i ? " " : "", id);
-        }
-        fflush(stdout);
-        if (i == n_predict - 1 || (tok && !ignore_eos && tokenizer_is_eog(tok, id)))
-            break;
-        int p = n_prompt + n_gen - 1;
-        model_batch g = {1, &hist[p], &pos[p], seq, NULL};
-        if (model_forward(m, kv, &g, logits, err, sizeof err))
-            die("%s", err);
-        last = logits;
-        if (df)
-            dump_row(df, p, logits, I->n_vocab);
+    serve_params sp = {.sampling = co.sp, .max_tokens = n_predict, .ignore_eos = ignore_eos,
+                       .show_special = show_special, .logits_cb = dump ? run_on_logits : NULL,
+                       .no_prefix_cache = dump != NULL};
+    if (n_predict == 0) { /* evaluate the prompt only */
+        sp.max_tokens = 1;
+        rs.discard = true;
     }
-    double t_gen = now() - t1;
-    if (tok) {
-        int len = tokenizer_stream_flush(&ts, text, text_cap); /* an incomplete character at the end */
-        if (len > 0)
-            fwrite(text, 1, (size_t)len, stdout);
-    }
-    free(text);
+    uint64_t id;
+    rs.t_submit = now();
+    if (serve_submit(sv, prompt_ids, (size_t)n_prompt, &sp, run_on_token, &rs, &id, err, sizeof err))
+        die("%s", err);
+    pthread_mutex_lock(&rs.mu);
+    while (!rs.done)
+        pthread_cond_wait(&rs.cv, &rs.mu);
+    pthread_mutex_unlock(&rs.mu);
+    serve_close(sv);
+    if (rs.finish == SERVE_ERROR)
+        die("generation failed");
     printf("\n");
     fflush(stdout); /* before the stderr lines, when both go to one pipe */
     fprintf(stderr, "tokens:");
-    for (int i = 0; i < n_gen; i++)
-        fprintf(stderr, "%s%d", i ? "," : " ", hist[n_prompt + i]);
+    for (int i = 0; i < rs.n_ids; i++)
+        fprintf(stderr, "%s%d", i ? "," : " ", rs.ids[i]);
     fprintf(stderr, "\n");
-    /* the generation rate counts forward passes: n_gen tokens needed n_gen-1 */
+    /* prompt time: submit to the first token; the generation rate counts
+     * forward passes: n tokens needed n-1 after the first */
+    double t_prompt = (rs.t_first > 0 ? rs.t_first : rs.t_end) - rs.t_submit;
+    double t_gen = rs.t_first > 0 ? rs.t_end - rs.t_first : 0;
     fprintf(stderr,
             "moegate: prompt %d tokens in %.3f s (%.2f tok/s); generation %d tokens in %.3f s "
             "(%.2f tok/s); %d threads\n",
-            n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
-            n_gen > 1 ? (n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, model_n_threads(m));
-    if (df && fclose(df))
+            n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), rs.n_ids, t_gen,
+            rs.n_ids > 1 ? (rs.n_ids - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, model_n_threads(m));
+    if (rs.dump && fclose(rs.dump))
         die("--dump-logits: error writing '%s'", dump);
-    free(hist);
-    free(pos);
-    free(seq);
-    free(want);
-    free(logits);
+    pthread_mutex_destroy(&rs.mu);
+    pthread_cond_destroy(&rs.cv);
+    free(rs.ids);
     free(prompt_ids);
     tokenizer_free(tok);
-    sampler_free(smp);
-    model_kv_free(kv);
     model_close(m);
     return 0;
 }
@@ -647,7 +658,7 @@ static int cmd_chat(int argc, char **argv)
         int n_new = (int)ids.n - common;
         memset(want + common, 0, (size_t)n_new);
         want[ids.n - 1] = 1;
-        model_batch b = {n_new, hist + common, pos + common, seq, want + common};
+        model_batch b = {.n = n_new, .token = hist + common, .pos = pos + common, .seq = seq, .want_logits = want + common};
         /* logits has room for one row: only the last position asks for it */
         if (model_forward(m, kv, &b, logits, err, sizeof err))
             die("%s", err);
@@ -681,7 +692,7 @@ static int cmd_chat(int argc, char **argv)
             }
             memcpy(ans + ans_len, piece, (size_t)kb);
             ans_len += (size_t)kb;
-            model_batch g = {1, &hist[n_hist], &pos[n_hist], seq, NULL};
+            model_batch g = {.n = 1, .token = &hist[n_hist], .pos = &pos[n_hist], .seq = seq};
             n_hist++;
             if (model_forward(m, kv, &g, logits, err, sizeof err))
                 die("%s", err);
@@ -888,14 +899,14 @@ static int cmd_bench(int argc, char **argv)
         }
         want[n_pp - 1] = 1;
         for (int r = 0; r < reps + 1; r++) { /* first run warms up, not counted */
-            model_batch b = {n_pp, tok, pos, seq, want};
+            model_batch b = {.n = n_pp, .token = tok, .pos = pos, .seq = seq, .want_logits = want};
             double t0 = now();
             if (model_forward(m, kv, &b, logits, err, sizeof err))
                 die("%s", err);
             double dt = now() - t0;
             double t1 = now();
             for (int i = 0; i < n_tg; i++) {
-                model_batch g = {1, &tok[i], &pos[i], seq, NULL};
+                model_batch g = {.n = 1, .token = &tok[i], .pos = &pos[i], .seq = seq};
                 if (model_forward(m, kv, &g, logits, err, sizeof err))
                     die("%s", err);
             }

@@ -70,7 +70,7 @@ static float *run_alone(model *m, const int32_t *tokens, int n, int seq)
     for (int i = 0; i < n; i++)
         pos[i] = i, sq[i] = seq;
     float *out = malloc(sizeof(float) * (size_t)n * (size_t)I->n_vocab);
-    model_batch b = {n, tokens, pos, sq, NULL};
+    model_batch b = {.n = n, .token = tokens, .pos = pos, .seq = sq};
     assert_int_equal(model_forward(m, kv, &b, out, err, sizeof err), 0);
     model_kv_free(kv);
     return out;
@@ -125,7 +125,7 @@ static void check_mixed_batch(const char *name, const char *isa, double tol)
     }
     assert_int_equal(n, 19);
     float *lm = malloc(sizeof(float) * 19 * nv);
-    model_batch b = {19, tok, pos, seq, NULL};
+    model_batch b = {.n = 19, .token = tok, .pos = pos, .seq = seq};
     assert_int_equal(model_forward(m, kv, &b, lm, err, sizeof err), 0);
     for (int i = 0; i < 19; i++) {
         const float *want = seq[i] == 0 ? la + (size_t)pos[i] * nv : lb + (size_t)pos[i] * nv;
@@ -135,7 +135,7 @@ static void check_mixed_batch(const char *name, const char *isa, double tol)
     /* token by token, continuing A in slot 1 */
     for (int i = 0; i < 12; i++) {
         int32_t p = i, s = 1;
-        model_batch g = {1, &A[i], &p, &s, NULL};
+        model_batch g = {.n = 1, .token = &A[i], .pos = &p, .seq = &s};
         assert_int_equal(model_forward(m, kv, &g, lm, err, sizeof err), 0);
         check_rows(name, "incremental position", i, lm, la + (size_t)i * nv, nv, tol);
     }
@@ -145,7 +145,7 @@ static void check_mixed_batch(const char *name, const char *isa, double tol)
     int32_t pos12[12], seq12[12];
     for (int i = 0; i < 12; i++)
         pos12[i] = i, seq12[i] = 0;
-    model_batch w = {12, A, pos12, seq12, want};
+    model_batch w = {.n = 12, .token = A, .pos = pos12, .seq = seq12, .want_logits = want};
     assert_int_equal(model_forward(m, kv, &w, lm, err, sizeof err), 0);
     check_rows(name, "selected row", 3, lm, la + 3 * nv, nv, tol);
     check_rows(name, "selected row", 11, lm + nv, la + 11 * nv, nv, tol);
@@ -208,7 +208,7 @@ static void test_bad_batches(void **st)
     assert_int_equal(model_kv_create(&kv, m, 2, 8, err, sizeof err), 0);
     float *lg = malloc(sizeof(float) * (size_t)model_get_info(m)->n_vocab);
     int32_t tok = 1, pos = 0, seq = 0;
-    model_batch b = {1, &tok, &pos, &seq, NULL};
+    model_batch b = {.n = 1, .token = &tok, .pos = &pos, .seq = &seq};
     tok = 32000;
     assert_int_equal(model_forward(m, kv, &b, lg, err, sizeof err), MG_ERANGE);
     assert_non_null(strstr(err, "outside the vocabulary"));
@@ -225,7 +225,7 @@ static void test_bad_batches(void **st)
     assert_int_equal(model_forward(m, kv, &b, NULL, err, sizeof err), MG_EINVAL);
     assert_non_null(strstr(err, "NULL"));
     uint8_t none = 0;
-    model_batch quiet = {1, &tok, &pos, &seq, &none};
+    model_batch quiet = {.n = 1, .token = &tok, .pos = &pos, .seq = &seq, .want_logits = &none};
     assert_int_equal(model_forward(m, kv, &quiet, NULL, err, sizeof err), 0);
     /* regression: sizes of a huge cache overflowed before allocation */
     model_kv *huge = NULL;
@@ -305,11 +305,11 @@ static void check_mla_forms(const char *name)
         int32_t pos[8], seq[8] = {0};
         for (int i = 0; i < 8; i++)
             pos[i] = i;
-        model_batch b = {8, T, pos, seq, NULL}; /* prompt */
+        model_batch b = {.n = 8, .token = T, .pos = pos, .seq = seq}; /* prompt */
         assert_int_equal(model_forward(m[f], kv, &b, lg[f], err, sizeof err), 0);
         for (int i = 8; i < 12; i++) { /* decode */
             int32_t p = i, s = 0;
-            model_batch g = {1, &T[i], &p, &s, NULL};
+            model_batch g = {.n = 1, .token = &T[i], .pos = &p, .seq = &s};
             assert_int_equal(model_forward(m[f], kv, &g, lg[f] + (size_t)i * nv, err, sizeof err),
                              0);
         }
@@ -482,7 +482,7 @@ static void test_deepseek2_metadata_sweep(void **st)
                 assert_int_equal(model_kv_create(&kv, m, 1, nt, e2, sizeof e2), 0);
                 float *lg = malloc(sizeof(float) * 3 * (size_t)I->n_vocab);
                 int32_t tok[3] = {100, 200, 300}, pos[3] = {0, 1, 2}, seq[3] = {0, 0, 0};
-                model_batch b = {nt, tok, pos, seq, NULL};
+                model_batch b = {.n = nt, .token = tok, .pos = pos, .seq = seq};
                 assert_int_equal(model_forward(m, kv, &b, lg, e2, sizeof e2), 0);
                 free(lg);
                 model_kv_free(kv);
