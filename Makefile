@@ -127,6 +127,7 @@ $(BUILD)/tests/gguf_corrupt: tests/corrupt/gguf_corrupt.c $(MODULE_LIBS)
 fixtures:
 	@sh tests/fixtures/fetch_tokenizers.sh >/dev/null
 	@$(PYTHON) tests/fixtures/gen_models.py --out build/fixtures
+	@$(PYTHON) tests/fixtures/gen_adapters.py --out build/fixtures/adapters
 
 check-build: all $(UNIT_BINS) $(TOOL_BINS) $(BENCH_BINS) $(BUILD)/tests/gguf_corrupt
 
