@@ -143,8 +143,13 @@ class RefModel:
     """One GGUF model, all weights as float64 numpy arrays (HF orientation:
     a Linear weight is [out, in])."""
 
-    def __init__(self, path):
+    def __init__(self, path, overrides=None):
+        """overrides: {GGUF tensor name: float array of that tensor's numpy
+        shape, in the file's layout}; replaces the file's values as they are
+        loaded (before the llama q/k unpermutation), e.g. weights with a LoRA
+        adapter merged in (tests/adapters/merge_ref.py)."""
         self.path = path
+        self.overrides = overrides or {}
         r = gw.GGUFReader(path)
         self.reader = r
         kv = r.kv
@@ -184,6 +189,10 @@ class RefModel:
         and whether the output head is tied to the embedding."""
         self.token_type = r.kv.get("tokenizer.ggml.token_type")
         self.W = {name: t.to_numpy(np.float64) for name, t in r.tensors.items()}
+        for name, arr in self.overrides.items():
+            if name not in self.W or self.W[name].shape != np.shape(arr):
+                raise ValueError("override %s: no such tensor of shape %s" % (name, np.shape(arr)))
+            self.W[name] = np.asarray(arr, dtype=np.float64)
         self.n_vocab = self.W["token_embd.weight"].shape[0]
         self.tied = "output.weight" not in self.W
         return self.W
