@@ -2,6 +2,7 @@
 #include "core/lora.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "core/errors.h"
 #include "core/tensor.h"
@@ -111,4 +112,296 @@ int model_lora_check(const model *m, const model_lora *l, char *err, size_t errl
             }
         }
     return MG_OK;
+}
+
+/* ---- application in the forward pass -------------------------------------------------- */
+
+/* A unit of work: up to LORA_ITEM_ROWS rows that use the same pair, so its
+ * A and B are read once for all of them. */
+#define LORA_ITEM_ROWS 16
+
+typedef struct lora_item {
+    const lora_pair *p;
+    int n;
+    int32_t x_row[LORA_ITEM_ROWS]; /* row of x */
+    int32_t y_row[LORA_ITEM_ROWS]; /* row of y */
+    int32_t head;                  /* kv_b: -1 (all heads in the worker) */
+} lora_item;
+
+typedef struct lora_job {
+    model *m;
+    const lora_item *items;
+    int n_items;
+    float *y;
+    int64_t ldy;
+    const float *x;
+    int64_t ldx, n_out, n_in;
+} lora_job;
+
+/* Per-thread scratch: u [LORA_ITEM_ROWS][r] then one dequantised row. */
+static float *lora_tmp(model *m, int ith)
+{
+    return m->lora_tmp + (size_t)ith * m->lora_tmp_stride;
+}
+
+static size_t type_size(uint32_t type)
+{
+    return type == TENSOR_F32 ? 4 : 2;
+}
+
+/* y_row += scale * B (A x_row) for each row of the item. */
+static void lora_item_run(model *m, const lora_item *it, float *tmp, float *y, int64_t ldy, const float *x,
+                          int64_t ldx, int64_t n_out, int64_t n_in)
+{
+    const lora_pair *p = it->p;
+    int64_t r = p->r;
+    size_t es = type_size(p->type);
+    float *u = tmp, *row = tmp + (size_t)LORA_ITEM_ROWS * (size_t)r;
+    /* u[k][j] = A_j . x_k; for f32/f16/bf16 weights the prepared activation is the f32 row */
+    for (int k = 0; k < it->n; k++)
+        tensor_gemm(m->kt, p->type, u + (size_t)k * (size_t)r, r, p->a, (size_t)n_in * es, r,
+                    x + (size_t)it->x_row[k] * (size_t)ldx, 0, 1, n_in);
+    for (int64_t j = 0; j < r; j++) {
+        tensor_dequant_row(m->kt, p->type, row, (const char *)p->bt + (size_t)j * (size_t)n_out * es, n_out);
+        for (int k = 0; k < it->n; k++)
+            axpy(y + (size_t)it->y_row[k] * (size_t)ldy, p->scale * u[(size_t)k * (size_t)r + (size_t)j], row,
+                 n_out);
+    }
+}
+
+static void lora_worker(void *arg, int ith, int nth)
+{
+    lora_job *j = arg;
+    for (int i = j->n_items * ith / nth; i < j->n_items * (ith + 1) / nth; i++)
+        lora_item_run(j->m, &j->items[i], lora_tmp(j->m, ith), j->y, j->ldy, j->x, j->ldx, j->n_out, j->n_in);
+}
+
+/* Room for n items and per-thread scratch of max_r ranks and rows of width;
+ * false when memory ran out (the caller skips: the error surfaces as
+ * model_forward's MG_ENOMEM through m->lora_oom). */
+static bool lora_reserve(model *m, int n_items, int64_t max_r, int64_t width)
+{
+    if (n_items > m->lora_items_cap) {
+        lora_item *it = realloc(m->lora_items, (size_t)n_items * sizeof *it);
+        if (!it)
+            return false;
+        m->lora_items = it;
+        m->lora_items_cap = n_items;
+    }
+    size_t stride = (size_t)LORA_ITEM_ROWS * (size_t)max_r + (size_t)width;
+    stride = (stride + 15) & ~(size_t)15;
+    int nth = pool_size(m->pool);
+    if (stride > m->lora_tmp_stride) {
+        float *t = realloc(m->lora_tmp, stride * (size_t)nth * sizeof(float));
+        if (!t)
+            return false;
+        m->lora_tmp = t;
+        m->lora_tmp_stride = stride;
+    }
+    return true;
+}
+
+/* Adds rows to the item list, grouping rows of the same pair. open[] keeps
+ * the last unfilled item of each distinct pair seen (few adapters a chunk). */
+typedef struct grouper {
+    lora_item *items;
+    int n_items;
+    int open[64];
+    int n_open;
+    int64_t max_r;
+} grouper;
+
+static void group_add(grouper *g, const lora_pair *p, int32_t x_row, int32_t y_row)
+{
+    int slot = -1;
+    for (int i = 0; i < g->n_open; i++)
+        if (g->items[g->open[i]].p == p) {
+            slot = i;
+            break;
+        }
+    if (slot >= 0 && g->items[g->open[slot]].n == LORA_ITEM_ROWS) {
+        g->open[slot] = g->open[--g->n_open]; /* full: a fresh item below */
+        slot = -1;
+    }
+    if (slot < 0) {
+        if (g->n_open == 64) /* many pairs at once: close the oldest */
+            g->open[0] = g->open[--g->n_open];
+        g->items[g->n_items] = (lora_item){.p = p, .head = -1};
+        g->open[g->n_open++] = g->n_items++;
+        slot = g->n_open - 1;
+        if (p->r > g->max_r)
+            g->max_r = p->r;
+    }
+    lora_item *it = &g->items[g->open[slot]];
+    it->x_row[it->n] = x_row;
+    it->y_row[it->n++] = y_row;
+}
+
+static void lora_launch(model *m, grouper *g, float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n_out,
+                        int64_t n_in)
+{
+    if (g->n_items == 0)
+        return;
+    if (!lora_reserve(m, 0, g->max_r, n_out)) {
+        m->lora_oom = true;
+        return;
+    }
+    lora_job j = {m, g->items, g->n_items, y, ldy, x, ldx, n_out, n_in};
+    if (g->n_items == 1)
+        lora_worker(&j, 0, 1);
+    else
+        pool_run(m->pool, lora_worker, &j);
+}
+
+void lora_apply_dense(model *m, const model_batch *b, int b0, int n, int64_t il, enum lora_target t, float *y,
+                      int64_t ldy, const float *x, int64_t ldx)
+{
+    if (!b->lora)
+        return;
+    int64_t n_out, n_in, ne;
+    if (model_lora_shape(m, il, t, &n_out, &n_in, &ne))
+        return;
+    if (!lora_reserve(m, n, 0, 0)) {
+        m->lora_oom = true;
+        return;
+    }
+    grouper g = {.items = m->lora_items};
+    for (int k = 0; k < n; k++) {
+        const model_lora *l = b->lora[b0 + k];
+        const lora_pair *p = l ? l->layer[il].t[t] : NULL;
+        if (p && p->r > 0)
+            group_add(&g, p, k, k);
+    }
+    lora_launch(m, &g, y, ldy, x, ldx, n_out, n_in);
+}
+
+void lora_apply_experts(model *m, const model_batch *b, int b0, int64_t il, enum lora_target t, float *y,
+                        int64_t ldy, const float *x, int64_t ldx, bool x_by_token)
+{
+    if (!b->lora)
+        return;
+    scratch *s = &m->s;
+    int64_t n_out, n_in, ne;
+    if (model_lora_shape(m, il, t, &n_out, &n_in, &ne))
+        return;
+    int n_slots = s->slot_off[s->n_ex];
+    if (!lora_reserve(m, n_slots, 0, 0)) {
+        m->lora_oom = true;
+        return;
+    }
+    grouper g = {.items = m->lora_items};
+    for (int i = 0; i < s->n_ex; i++) {
+        int32_t e = s->ex[i];
+        g.n_open = 0; /* items never span experts */
+        for (int32_t sl = s->slot_off[i]; sl < s->slot_off[i + 1]; sl++) {
+            int32_t tok = s->slot_tok[sl];
+            const model_lora *l = b->lora[b0 + tok];
+            const lora_pair *p = l && l->layer[il].t[t] ? &l->layer[il].t[t][e] : NULL;
+            if (p && p->r > 0)
+                group_add(&g, p, x_by_token ? tok : sl, sl);
+        }
+    }
+    lora_launch(m, &g, y, ldy, x, ldx, n_out, n_in);
+}
+
+/* MLA's kv_b in the absorbed form. kv_b maps the latent c to per-head
+ * [k_nope | v]; its LoRA (A [r][kvl], B [nh*(nope+vh)][r]) changes
+ *   the absorbed query:  q_lat^h += s * A^T (B_k^h^T q_nope^h)
+ *   the value output:    out^h   += s * B_v^h (A o_lat^h)
+ * Items are (pair, up to 16 tokens); heads are looped inside. */
+typedef struct kvb_job {
+    model *m;
+    const lora_item *items;
+    int n_items;
+    bool values; /* false: the query side */
+} kvb_job;
+
+static void kvb_worker(void *arg, int ith, int nth)
+{
+    kvb_job *j = arg;
+    model *m = j->m;
+    const model_info *I = &m->info;
+    int64_t nh = I->n_head, kvl = I->kv_lora_rank, nope = I->qk_nope, vh = I->v_head_dim;
+    int64_t kvd = kvl + I->qk_rope, qk = I->head_dim, w = nope + vh, n_out = nh * w;
+    float *tmp = lora_tmp(m, ith);
+    for (int i = j->n_items * ith / nth; i < j->n_items * (ith + 1) / nth; i++) {
+        const lora_item *it = &j->items[i];
+        const lora_pair *p = it->p;
+        int64_t r = p->r;
+        size_t es = type_size(p->type);
+        float *u = tmp, *arow = u + LORA_ITEM_ROWS * r, *brow = arow + kvl; /* brow: one head's slice */
+        for (int64_t h = 0; h < nh; h++) {
+            if (!j->values) {
+                /* u[k][jj] = B_k^h[:, jj] . q_nope^h  (rows of bt, this head's key slice) */
+                for (int k = 0; k < it->n; k++)
+                    for (int64_t jj = 0; jj < r; jj++)
+                        u[k * r + jj] = 0;
+                for (int64_t jj = 0; jj < r; jj++) {
+                    tensor_dequant_row(m->kt, p->type, brow,
+                                       (const char *)p->bt + ((size_t)jj * (size_t)n_out + (size_t)(h * w)) * es, nope);
+                    for (int k = 0; k < it->n; k++) {
+                        const float *q = m->s.q + ((size_t)it->x_row[k] * (size_t)nh + (size_t)h) * (size_t)qk;
+                        double d = 0;
+                        for (int64_t x = 0; x < nope; x++)
+                            d += (double)brow[x] * q[x];
+                        u[k * r + jj] = (float)d;
+                    }
+                }
+                for (int64_t jj = 0; jj < r; jj++) {
+                    tensor_dequant_row(m->kt, p->type, arow, (const char *)p->a + (size_t)jj * (size_t)kvl * es, kvl);
+                    for (int k = 0; k < it->n; k++)
+                        axpy(m->s.qfull + ((size_t)it->y_row[k] * (size_t)nh + (size_t)h) * (size_t)kvd,
+                             p->scale * u[k * r + jj], arow, kvl);
+                }
+            } else {
+                /* u[k][jj] = A_jj . o_lat^h, then out^h += s * sum_jj u B_v^h[:, jj] */
+                for (int64_t jj = 0; jj < r; jj++) {
+                    tensor_dequant_row(m->kt, p->type, arow, (const char *)p->a + (size_t)jj * (size_t)kvl * es, kvl);
+                    for (int k = 0; k < it->n; k++) {
+                        const float *o = m->s.olat + ((size_t)it->x_row[k] * (size_t)nh + (size_t)h) * (size_t)kvl;
+                        double d = 0;
+                        for (int64_t x = 0; x < kvl; x++)
+                            d += (double)arow[x] * o[x];
+                        u[k * r + jj] = (float)d;
+                    }
+                }
+                for (int64_t jj = 0; jj < r; jj++) {
+                    tensor_dequant_row(m->kt, p->type, brow,
+                                       (const char *)p->bt +
+                                           ((size_t)jj * (size_t)n_out + (size_t)(h * w + nope)) * es,
+                                       vh);
+                    for (int k = 0; k < it->n; k++)
+                        axpy(m->s.att + ((size_t)it->y_row[k] * (size_t)nh + (size_t)h) * (size_t)vh,
+                             p->scale * u[k * r + jj], brow, vh);
+                }
+            }
+        }
+    }
+}
+
+void lora_apply_kv_b(model *m, const model_batch *b, int b0, int n, int64_t il, bool values)
+{
+    if (!b->lora)
+        return;
+    const model_info *I = &m->info;
+    if (!lora_reserve(m, n, 0, 0)) {
+        m->lora_oom = true;
+        return;
+    }
+    grouper g = {.items = m->lora_items};
+    for (int k = 0; k < n; k++) {
+        const model_lora *l = b->lora[b0 + k];
+        const lora_pair *p = l ? l->layer[il].t[LORA_ATTN_KV_B] : NULL;
+        if (p && p->r > 0)
+            group_add(&g, p, k, k);
+    }
+    if (g.n_items == 0)
+        return;
+    int64_t wmax = I->qk_nope > I->v_head_dim ? I->qk_nope : I->v_head_dim;
+    if (!lora_reserve(m, 0, g.max_r, I->kv_lora_rank + wmax)) {
+        m->lora_oom = true;
+        return;
+    }
+    kvb_job j = {m, g.items, g.n_items, values};
+    pool_run(m->pool, kvb_worker, &j);
 }

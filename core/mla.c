@@ -596,13 +596,18 @@ void mla_attention(model *m, model_kv *kv, const model_batch *b, int b0, int n, 
         int64_t ld[2] = {I->q_lora_rank, kvd};
         const wmat *w[2] = {&L->wq_a, &L->wkv_a};
         mm_run_multi(&m->mm, 2, y, ld, w, s->xn, dim, n);
+        lora_apply_dense(m, b, b0, n, il, LORA_ATTN_Q_A, s->qa, I->q_lora_rank, s->xn, dim);
+        lora_apply_dense(m, b, b0, n, il, LORA_ATTN_KV_A, s->kva, kvd, s->xn, dim);
         model_rmsnorm_rows(m, s->qa, s->qa, L->q_a_norm, n, I->q_lora_rank);
         mm_run(&m->mm, s->q, nh * qk, &L->wq_b, 0, s->qa, I->q_lora_rank, n);
+        lora_apply_dense(m, b, b0, n, il, LORA_ATTN_Q_B, s->q, nh * qk, s->qa, I->q_lora_rank);
     } else {
         float *y[2] = {s->q, s->kva};
         int64_t ld[2] = {nh * qk, kvd};
         const wmat *w[2] = {&L->wq, &L->wkv_a};
         mm_run_multi(&m->mm, 2, y, ld, w, s->xn, dim, n);
+        lora_apply_dense(m, b, b0, n, il, LORA_ATTN_Q, s->q, nh * qk, s->xn, dim);
+        lora_apply_dense(m, b, b0, n, il, LORA_ATTN_KV_A, s->kva, kvd, s->xn, dim);
     }
     /* latent norm, RoPE; append [c | rope(kr)] to the cache */
     mm_pfor(&m->mm, n, mla_prepare_tokens, &j);
@@ -622,13 +627,16 @@ void mla_attention(model *m, model_kv *kv, const model_batch *b, int b0, int n, 
             for (int64_t h = 0; h < nh; h++)
                 memcpy(s->qfull + (t * nh + h) * kvd + kvl, s->q + (t * nh + h) * qk + nope,
                        sizeof(float) * (size_t)I->qk_rope);
+        lora_apply_kv_b(m, b, b0, n, il, false);
         /* attention in latent space */
         pool_run(m->pool, attn_latent_worker, &j);
         /* value up-projection per head: att[t][h] = W_UV^h o_lat[t][h] */
         run_heads(m, &L->wv_b, &j, false, kvl);
         scatter_job sj = {m, n, vh, nh * vh, vh, s->att};
         mm_pfor(&m->mm, nh * n, scatter_heads, &sj);
+        lora_apply_kv_b(m, b, b0, n, il, true);
     }
     /* output projection */
     mm_run(&m->mm, s->o, dim, &L->wo, 0, s->att, nh * vh, n);
+    lora_apply_dense(m, b, b0, n, il, LORA_ATTN_O, s->o, dim, s->att, nh * vh);
 }

@@ -759,6 +759,8 @@ void model_close(model *m)
         free(m->allocs[i]);
     free(m->allocs);
     free(m->layers);
+    free(m->lora_items);
+    free(m->lora_tmp);
     gguf_close(m->g);
     free(m);
 }
@@ -776,6 +778,11 @@ const gguf *model_gguf(const model *m)
 int model_n_threads(const model *m)
 {
     return pool_size(m->pool);
+}
+
+void model_pin_thread(model *m, bool pin)
+{
+    pool_pin_thread(m->pool, pin);
 }
 
 const char *model_isa_name(const model *m)
@@ -1239,7 +1246,8 @@ static void moe_combine(void *arg, int64_t t0, int64_t t1)
 
 /* out[n][dim] = sum over chosen experts of weight * SwiGLU_e(xn) (+ the
  * shared expert, gated by sigmoid(xn . w_gate_shexp), for qwen2moe). */
-static void moe_forward(model *m, const layer *L, const float *xn, float *out, int n)
+static void moe_forward(model *m, const layer *L, const float *xn, float *out, int n, const model_batch *b, int b0,
+                        int64_t il)
 {
     const model_info *I = &m->info;
     scratch *s = &m->s;
@@ -1265,6 +1273,8 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
         mm_run_experts(&m->mm, 1, &gy[1], eff, &gw[1], s->xa2, xs2, s->ex, s->slot_off,
                        s->n_ex);
     }
+    lora_apply_experts(m, b, b0, il, LORA_EXP_GATE, s->hg, eff, xn, dim, true);
+    lora_apply_experts(m, b, b0, il, LORA_EXP_UP, s->hu, eff, xn, dim, true);
     /* SwiGLU, then the down projection of every active expert */
     moe_job hj = {m, L, n, L->down_exps.type, s->ha, tensor_act_row_bytes(L->down_exps.type, eff),
                   s->hg, eff, eff, false};
@@ -1272,6 +1282,7 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
     mm_pfor(&m->mm, nslot, moe_prepare, &hj);
     const wmat *dw = &L->down_exps;
     mm_run_experts(&m->mm, 1, &s->eo, dim, &dw, s->ha, hj.stride, s->ex, s->slot_off, s->n_ex);
+    lora_apply_experts(m, b, b0, il, LORA_EXP_DOWN, s->eo, dim, s->hg, eff, false);
     /* weighted sum of each token's experts, in choice order */
     combine_job cj = {m, out};
     mm_pfor(&m->mm, n, moe_combine, &cj);
@@ -1284,9 +1295,12 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
         int64_t lds[2] = {sff, sff};
         const wmat *ws[2] = {&L->gate_sh, &L->up_sh};
         mm_run_multi(&m->mm, 2, ys, lds, ws, xn, dim, n);
+        lora_apply_dense(m, b, b0, n, il, LORA_SHEXP_GATE, s->hg, sff, xn, dim);
+        lora_apply_dense(m, b, b0, n, il, LORA_SHEXP_UP, s->hu, sff, xn, dim);
         moe_job sj = {m, L, n, 0, NULL, 0, NULL, 0, sff, false};
         mm_pfor(&m->mm, n, moe_swiglu, &sj);
         mm_run(&m->mm, s->rows, dim, &L->down_sh, 0, s->hg, sff, n);
+        lora_apply_dense(m, b, b0, n, il, LORA_SHEXP_DOWN, s->rows, dim, s->hg, sff);
         for (int t = 0; t < n && !L->shexp_gate; t++)
             for (int64_t i = 0; i < dim; i++)
                 out[t * dim + i] += s->rows[t * dim + i];
@@ -1302,7 +1316,8 @@ static void moe_forward(model *m, const layer *L, const float *xn, float *out, i
 }
 
 /* Dense SwiGLU FFN (deepseek2's leading layers): out = down(silu(gate(xn)) * up(xn)). */
-static void dense_ffn(model *m, const layer *L, const float *xn, float *out, int n)
+static void dense_ffn(model *m, const layer *L, const float *xn, float *out, int n, const model_batch *b, int b0,
+                      int64_t il)
 {
     scratch *s = &m->s;
     int64_t dim = m->info.dim, ff = m->info.dense_ff;
@@ -1310,9 +1325,12 @@ static void dense_ffn(model *m, const layer *L, const float *xn, float *out, int
     int64_t lds[2] = {ff, ff};
     const wmat *ws[2] = {&L->gate_ff, &L->up_ff};
     mm_run_multi(&m->mm, 2, ys, lds, ws, xn, dim, n);
+    lora_apply_dense(m, b, b0, n, il, LORA_FFN_GATE, s->hg, ff, xn, dim);
+    lora_apply_dense(m, b, b0, n, il, LORA_FFN_UP, s->hu, ff, xn, dim);
     moe_job sj = {m, L, n, 0, NULL, 0, NULL, 0, ff, false};
     mm_pfor(&m->mm, n, moe_swiglu, &sj);
     mm_run(&m->mm, out, dim, &L->down_ff, 0, s->hg, ff, n);
+    lora_apply_dense(m, b, b0, n, il, LORA_FFN_DOWN, out, dim, s->hg, ff);
 }
 
 /* ---- forward: the whole model --------------------------------------------------------- */
@@ -1358,6 +1376,9 @@ static int forward_chunk(model *m, model_kv *kv, const model_batch *b, int b0, i
             int64_t ld[3] = {nq, nkv, nkv};
             const wmat *wqkv[3] = {&L->wq, &L->wk, &L->wv};
             mm_run_multi(&m->mm, 3, qkv, ld, wqkv, s->xn, dim, n);
+            lora_apply_dense(m, b, b0, n, il, LORA_ATTN_Q, s->q, nq, s->xn, dim);
+            lora_apply_dense(m, b, b0, n, il, LORA_ATTN_K, s->k, nkv, s->xn, dim);
+            lora_apply_dense(m, b, b0, n, il, LORA_ATTN_V, s->v, nkv, s->xn, dim);
             /* biases, q/k norms, RoPE; append k and v to the cache */
             attn_job aj = {m, kv, b, b0, n, il};
             mm_pfor(&m->mm, n, qk_prepare, &aj);
@@ -1365,6 +1386,7 @@ static int forward_chunk(model *m, model_kv *kv, const model_batch *b, int b0, i
             pool_run(m->pool, attn_worker, &aj);
             /* output projection */
             mm_run(&m->mm, s->o, dim, &L->wo, 0, s->att, nq, n);
+            lora_apply_dense(m, b, b0, n, il, LORA_ATTN_O, s->o, dim, s->att, nq);
         }
         /* residual */
         for (int64_t i = 0; i < (int64_t)n * dim; i++)
@@ -1372,9 +1394,9 @@ static int forward_chunk(model *m, model_kv *kv, const model_batch *b, int b0, i
         /* ffn rmsnorm, dense FFN or mixture of experts, residual */
         model_rmsnorm_rows(m, s->xn, s->x, L->ffn_norm, n, dim);
         if (L->dense)
-            dense_ffn(m, L, s->xn, s->o, n);
+            dense_ffn(m, L, s->xn, s->o, n, b, b0, il);
         else
-            moe_forward(m, L, s->xn, s->o, n);
+            moe_forward(m, L, s->xn, s->o, n, b, b0, il);
         for (int64_t i = 0; i < (int64_t)n * dim; i++)
             s->x[i] += s->o[i];
     }
@@ -1427,11 +1449,28 @@ int model_forward(model *m, model_kv *kv, const model_batch *b, float *logits, c
             return MG_ERANGE;
         }
     }
+    for (int i = 0; b->lora && i < b->n; i++) {
+        const model_lora *l = b->lora[i];
+        if (l && (l->n_layer != I->n_layer || !l->layer)) {
+            mg_err_set(err, errlen, "model: batch index %d: the adapter has %lld layers, the model %lld", i,
+                       (long long)l->n_layer, (long long)I->n_layer);
+            return MG_EINVAL;
+        }
+        if (l && m->mla_naive) {
+            mg_err_set(err, errlen, "model: adapters are not applied in the naive MLA form (a test mode)");
+            return MG_EUNSUPPORTED;
+        }
+    }
+    m->lora_oom = false;
     for (int b0 = 0; b0 < b->n; b0 += m->n_batch) {
         int n = b->n - b0 < m->n_batch ? b->n - b0 : m->n_batch;
         int rows = forward_chunk(m, kv, b, b0, n, logits);
         if (logits)
             logits += (size_t)rows * (size_t)I->n_vocab;
+    }
+    if (m->lora_oom) {
+        mg_err_set(err, errlen, "model: out of memory for adapter scratch");
+        return MG_ENOMEM;
     }
     return MG_OK;
 }

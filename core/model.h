@@ -119,6 +119,10 @@ const model_info *model_get_info(const model *m);
 const gguf *model_gguf(const model *m);
 const char *model_isa_name(const model *m); /* kernel table in use */
 int model_n_threads(const model *m);        /* engine threads (the pool's size) */
+/* The calling thread becomes the one that runs model_forward (pin: it takes
+ * the first engine CPU), or gives that role up (!pin: back to the affinity
+ * the thread that opened the model had). See pool_pin_thread. */
+void model_pin_thread(model *m, bool pin);
 
 /* KV cache for n_seq sequences of up to n_ctx positions each, f32: keys and
  * values per kv head, or for deepseek2 one compressed latent row per token

@@ -15,6 +15,7 @@
 
 #include "engine_internal.h"
 #include "model.h"
+#include "tensor.h"
 
 /* RoPE rotates at most this many pairs per head (rope.dimension_count / 2);
  * the per-token angle tables live on the stack. */
@@ -117,6 +118,12 @@ struct model {
     void **allocs;        /* every owned buffer (vectors, scratch), freed at close */
     size_t n_allocs, cap_allocs;
     bool oom;             /* an own_alloc failed */
+    /* LoRA application scratch (lora.c), grown on demand by the forward caller */
+    struct lora_item *lora_items;
+    int lora_items_cap;
+    float *lora_tmp;      /* [n_threads][lora_tmp_stride] */
+    size_t lora_tmp_stride;
+    bool lora_oom;        /* growing it failed during this forward */
 };
 
 /* ---- shared helpers (model.c) ---- */
@@ -212,6 +219,21 @@ static inline void attn_scores(const tensor_kernels *kt, float *scores, int64_t 
         p0 += run;
     }
 }
+
+/* ---- LoRA adapters (lora.c) ---- */
+
+/* y[k] += the LoRA delta of target t, layer il, for each token k < n of the
+ * chunk starting at batch index b0 whose adapter adapts it; x rows are the
+ * projection's f32 inputs. No-op without adapters. */
+void lora_apply_dense(model *m, const model_batch *b, int b0, int n, int64_t il, enum lora_target t, float *y,
+                      int64_t ldy, const float *x, int64_t ldx);
+/* The same over the MoE expert slots (m->s.ex/slot_off/slot_tok from
+ * routing): y row = slot; x row = the slot's token (x_by_token) or slot. */
+void lora_apply_experts(model *m, const model_batch *b, int b0, int64_t il, enum lora_target t, float *y,
+                        int64_t ldy, const float *x, int64_t ldx, bool x_by_token);
+/* deepseek2 kv_b in the absorbed form: the query side (m->s.qfull from
+ * m->s.q) or the value side (m->s.att from m->s.olat). */
+void lora_apply_kv_b(model *m, const model_batch *b, int b0, int n, int64_t il, bool values);
 
 /* ---- deepseek2 multi-head latent attention (mla.c) ---- */
 

@@ -262,6 +262,16 @@ void pool_free(pool *p)
     free(p);
 }
 
+void pool_pin_thread(const pool *p, bool pin)
+{
+    if (!p->caller_pinned)
+        return;
+    if (pin)
+        pin_to(p->workers[0].cpu);
+    else
+        pthread_setaffinity_np(pthread_self(), sizeof(p->caller_mask), &p->caller_mask);
+}
+
 int pool_size(const pool *p)
 {
     return p ? p->nth : 1;

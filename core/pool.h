@@ -33,6 +33,13 @@ int pool_create(pool **out, int n_threads, bool pin, char *err, size_t errlen);
 void pool_free(pool *p); /* accepts NULL; joins the workers */
 int pool_size(const pool *p);
 
+/* The calling thread takes worker 0's place: pinned to its CPU (pin), or
+ * back to the affinity mask the creating thread had (!pin). For a thread
+ * other than the creator that will call pool_run from now on (a scheduler),
+ * and for the creator once it hands the pool over. No-op when the pool does
+ * not pin. */
+void pool_pin_thread(const pool *p, bool pin);
+
 /* Runs fn on all threads (the caller is ith 0) and waits for all. */
 void pool_run(pool *p, pool_fn fn, void *ctx);
 

@@ -351,6 +351,7 @@ static void *scheduler(void *arg)
 {
     serve *s = arg;
     char err[512];
+    model_pin_thread(s->m, true); /* this thread is the engine's first worker now */
     for (;;) {
         pthread_mutex_lock(&s->mu);
         for (;;) {
@@ -493,6 +494,9 @@ int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *op
         rc = MG_ENOMEM;
         goto fail;
     }
+    /* the opening thread no longer runs the engine: it (and the threads it
+     * starts, such as a server's) may use every CPU again */
+    model_pin_thread(m, false);
     *out = s;
     return 0;
 fail:

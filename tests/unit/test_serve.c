@@ -20,6 +20,10 @@
 #include "core/model.h"
 #include "core/serve.h"
 #include "core/tokenizer.h"
+#include "core/tensor.h"
+#include "core/lora.h"
+#include <math.h>
+#include <stdatomic.h>
 
 static model *M;
 static tokenizer *T;
@@ -612,6 +616,145 @@ static void test_stress(void **st)
     free(q);
 }
 
+/* ---- adapters ------------------------------------------------------------------ */
+
+typedef struct synth_lora {
+    model_lora l;
+    void **bufs;
+    int n_bufs;
+} synth_lora;
+
+static void synth_destroy(model_lora *l)
+{
+    synth_lora *s = (synth_lora *)l;
+    for (int i = 0; i < s->n_bufs; i++)
+        free(s->bufs[i]);
+    free(s->bufs);
+    free(s);
+}
+
+static float frand(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return ((float)((*seed >> 8) & 0xffff) / 65535.0f - 0.5f) * 2.0f;
+}
+
+static void *synth_buf(synth_lora *s, size_t bytes)
+{
+    s->bufs = realloc(s->bufs, sizeof(void *) * (size_t)(s->n_bufs + 1));
+    s->bufs[s->n_bufs] = calloc(1, bytes);
+    return s->bufs[s->n_bufs++];
+}
+
+/* A random rank-r adapter on every target this model has (experts too when
+ * asked), values in the given type, large enough to change the output. */
+static model_lora *synth_lora_make(unsigned seed, int r, uint32_t type, bool experts)
+{
+    const model_info *I = model_get_info(M);
+    synth_lora *s = calloc(1, sizeof *s);
+    s->l.n_layer = I->n_layer;
+    s->l.layer = synth_buf(s, sizeof(lora_layer) * (size_t)I->n_layer);
+    s->l.id = 1000 + seed;
+    atomic_init(&s->l.refs, 1);
+    s->l.destroy = synth_destroy;
+    for (int64_t il = 0; il < I->n_layer; il++)
+        for (int t = 0; t < LORA_N_TARGET; t++) {
+            int64_t n_out, n_in, ne;
+            if (model_lora_shape(M, il, (enum lora_target)t, &n_out, &n_in, &ne))
+                continue;
+            if (t >= LORA_EXP_GATE && !experts)
+                continue;
+            lora_pair *p = synth_buf(s, sizeof(lora_pair) * (size_t)ne);
+            for (int64_t e = 0; e < ne; e++) {
+                if (ne > 1 && e % 3 == 2)
+                    continue; /* some experts left alone: r = 0 */
+                size_t es = type == TENSOR_F32 ? 4 : 2, na = (size_t)r * (size_t)n_in, nb = (size_t)r * (size_t)n_out;
+                char *a = synth_buf(s, na * es), *bt = synth_buf(s, nb * es);
+                for (size_t i = 0; i < na + nb; i++) {
+                    float v = frand(&seed) * (i < na ? 1.0f / sqrtf((float)n_in) : 0.6f);
+                    char *dst = i < na ? a + i * es : bt + (i - na) * es;
+                    if (type == TENSOR_F32)
+                        memcpy(dst, &v, 4);
+                    else {
+                        uint16_t h = type == TENSOR_F16 ? tensor_f32_to_f16(v) : tensor_f32_to_bf16(v);
+                        memcpy(dst, &h, 2);
+                    }
+                }
+                p[e] = (lora_pair){.r = r, .type = type, .scale = 16.0f / (float)r, .a = a, .bt = bt};
+            }
+            s->l.layer[il].t[t] = p;
+        }
+    char err[256];
+    if (model_lora_check(M, &s->l, err, sizeof err))
+        fail_msg("%s", err);
+    return &s->l;
+}
+
+/* 8 sequences over 4 adapters and the base in one batch: each gets the
+ * tokens it gets alone; the adapters do change the output; a sequence's
+ * adapter is released only when it ends. */
+static void test_adapters_batched_equals_alone(void **st)
+{
+    (void)st;
+    enum { N = 8 };
+    model_lora *ad[4] = {synth_lora_make(1, 4, TENSOR_F32, true), synth_lora_make(2, 8, TENSOR_F16, true),
+                         synth_lora_make(3, 16, TENSOR_BF16, false), synth_lora_make(4, 2, TENSOR_F32, true)};
+    model_lora *use[N] = {ad[0], ad[1], NULL, ad[2], ad[3], ad[0], NULL, ad[1]};
+    tokenizer_ids ids[N];
+    unsigned seed = 99;
+    char txt[1024];
+    for (int i = 0; i < N; i++) {
+        memset(&ids[i], 0, sizeof ids[i]);
+        words(txt, sizeof txt, 2 + 5 * (i % 4), &seed);
+        assert_int_equal(tokenizer_encode(T, txt, strlen(txt), 0, &ids[i]), 0);
+    }
+    /* the same prompt for sequences 0, 2 and 4: base and adapters must differ */
+    tokenizer_ids_free(&ids[2]);
+    tokenizer_ids_free(&ids[4]);
+    assert_int_equal(tokenizer_encode(T, (const char *)"bond yield market", 17, 0, &ids[2]), 0);
+    assert_int_equal(tokenizer_encode(T, (const char *)"bond yield market", 17, 0, &ids[4]), 0);
+    tokenizer_ids_free(&ids[0]);
+    assert_int_equal(tokenizer_encode(T, (const char *)"bond yield market", 17, 0, &ids[0]), 0);
+    result together[N], single[N];
+    for (int pass = 0; pass < 2; pass++) {
+        result *res = pass ? single : together;
+        serve *s;
+        char err[256];
+        serve_opts o = {.n_slots = pass ? 1 : N, .n_ctx = 128, .step_tokens = 24, .block_tokens = 8};
+        assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+        for (int i = 0; i < N; i++) {
+            res[i] = (result){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+            serve_params p = greedy(16);
+            p.ignore_eos = true;
+            p.lora = use[i];
+            uint64_t id;
+            assert_int_equal(serve_submit(s, ids[i].ids, ids[i].n, &p, on_token, &res[i], &id, err, sizeof err), 0);
+            if (pass)
+                wait_done(&res[i]);
+        }
+        if (!pass) /* the registry lets go while the sequences still run */
+            for (int k = 0; k < 4; k++)
+                assert_true(atomic_load(&ad[k]->refs) >= 2);
+        for (int i = 0; i < N; i++)
+            wait_done(&res[i]);
+        serve_close(s);
+    }
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(atomic_load(&ad[k]->refs), 1); /* every sequence released its reference */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(together[i].n_tokens, 16);
+        assert_memory_equal(together[i].tokens, single[i].tokens, sizeof(int32_t) * 16);
+    }
+    /* same prompt, different adapters: different answers */
+    assert_memory_not_equal(together[0].tokens, together[2].tokens, sizeof(int32_t) * 16);
+    assert_memory_not_equal(together[4].tokens, together[2].tokens, sizeof(int32_t) * 16);
+    assert_memory_not_equal(together[0].tokens, together[4].tokens, sizeof(int32_t) * 16);
+    for (int k = 0; k < 4; k++)
+        model_lora_release(ad[k]);
+    for (int i = 0; i < N; i++)
+        tokenizer_ids_free(&ids[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -622,6 +765,7 @@ int main(void)
         cmocka_unit_test(test_kv_memory_admission),
         cmocka_unit_test(test_seeded_batched_equals_alone),
         cmocka_unit_test(test_stress),
+        cmocka_unit_test(test_adapters_batched_equals_alone),
     };
     return cmocka_run_group_tests_name("serve", tests, setup, teardown);
 }

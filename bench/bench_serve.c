@@ -1,0 +1,315 @@
+/* bench_serve — the serving engine under concurrent load.
+ *
+ *   bench_serve -m MODEL.gguf [--conc 1,4,8,16] [--prompt 16] [--gen 32]
+ *               [--sys 1000] [--reps 3] [--threads N] [--json]
+ *
+ * 1. Aggregate generation rate at each concurrency c: c requests with
+ *    distinct random prompts of --prompt tokens, greedy, --gen tokens each
+ *    (end-of-turn ignored), submitted together to one scheduler with c
+ *    slots. Rate = tokens generated after every request has its first token
+ *    / time from then to the last one's end (the prompt steps excluded), so
+ *    it measures decode steps of c sequences. Median over --reps.
+ * 2. Time to first token of a --sys-token shared system prompt plus a short
+ *    question: cold (nothing cached), then a second request with the same
+ *    system prompt and another question (a prefix-cache hit), on a fresh
+ *    system prompt each rep. Against the decode step time of c = 1 and the
+ *    engine's own prefill rate (one 256-token model_forward, median of
+ *    --reps, measured first with the model alone).
+ *
+ * Random prompts use ordinary token ids (not control tokens).
+ */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/errors.h"
+#include "core/model.h"
+#include "core/serve.h"
+#include "core/tokenizer.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *msg)
+{
+    fprintf(stderr, "bench_serve: %s\n", msg);
+    exit(1);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct track {
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    int *n_done;
+    int n_tokens;
+    double t_first, t_end;
+} track;
+
+static void on_token(void *ud, const char *text, size_t len, int32_t token, enum serve_finish f)
+{
+    (void)text;
+    (void)len;
+    track *t = ud;
+    if (token >= 0 && f == SERVE_RUNNING && t->n_tokens++ == 0)
+        t->t_first = now();
+    if (f != SERVE_RUNNING) {
+        t->t_end = now();
+        pthread_mutex_lock(t->mu);
+        ++*t->n_done;
+        pthread_cond_signal(t->cv);
+        pthread_mutex_unlock(t->mu);
+    }
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+static int32_t *normal_ids; /* ordinary tokens of the vocabulary */
+static int64_t n_normal;
+
+static void random_prompt(int32_t *out, int n)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = normal_ids[rnd() % (uint64_t)n_normal];
+}
+
+/* Submits n requests, waits for all; fills their trackers. */
+static void run_batch(serve *s, int32_t *const *prompts, const int *lens, int n, int gen, track *tr)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    int n_done = 0;
+    char err[256];
+    for (int i = 0; i < n; i++) {
+        tr[i] = (track){&mu, &cv, &n_done, 0, 0, 0};
+        serve_params p = {.sampling = sampler_defaults(), .max_tokens = gen, .ignore_eos = true};
+        p.sampling.temperature = 0;
+        uint64_t id;
+        if (serve_submit(s, prompts[i], (size_t)lens[i], &p, on_token, &tr[i], &id, err, sizeof err))
+            die(err);
+    }
+    pthread_mutex_lock(&mu);
+    while (n_done < n)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+}
+
+static int parse_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 256)
+            die("bad --conc list");
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int conc[16] = {1, 4, 8, 16}, n_conc = 4, plen = 16, gen = 32, sys_len = 1000, reps = 3, threads = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-m") && v)
+            path = argv[++i];
+        else if (!strcmp(a, "--conc") && v)
+            n_conc = parse_list(argv[++i], conc, 16);
+        else if (!strcmp(a, "--prompt") && v)
+            plen = atoi(argv[++i]);
+        else if (!strcmp(a, "--gen") && v)
+            gen = atoi(argv[++i]);
+        else if (!strcmp(a, "--sys") && v)
+            sys_len = atoi(argv[++i]);
+        else if (!strcmp(a, "--reps") && v)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--json"))
+            json = true;
+        else
+            die("usage: bench_serve -m MODEL.gguf [--conc 1,4,8,16] [--prompt N] [--gen N] [--sys N] "
+                "[--reps N] [--threads N] [--json]");
+    }
+    if (!path || plen < 1 || gen < 2 || sys_len < 1 || reps < 1 || reps > 50)
+        die("need -m MODEL, --prompt >= 1, --gen >= 2, --sys >= 1, --reps 1..50");
+    char err[512];
+    model *m;
+    model_opts mo = {.n_threads = threads, .prefault = true};
+    if (model_open(&m, path, &mo, err, sizeof err))
+        die(err);
+    tokenizer *tok;
+    if (tokenizer_open_gguf(&tok, model_gguf(m), err, sizeof err))
+        die(err);
+    const model_info *I = model_get_info(m);
+    normal_ids = malloc(sizeof(int32_t) * (size_t)I->n_vocab);
+    for (int64_t v = 0; v < I->n_vocab; v++)
+        if (tokenizer_token_type(tok, (int32_t)v) == TOKENIZER_TYPE_NORMAL)
+            normal_ids[n_normal++] = (int32_t)v;
+    if (n_normal < 100)
+        die("the vocabulary has too few ordinary tokens");
+
+    /* the engine's own prefill: 256 tokens in one forward pass */
+    double pp[50];
+    {
+        enum { PP = 256 };
+        model_kv *kv;
+        if (model_kv_create(&kv, m, 1, PP, err, sizeof err))
+            die(err);
+        int32_t tk[PP], pos[PP], seq[PP] = {0};
+        uint8_t want[PP] = {0};
+        want[PP - 1] = 1;
+        float *lg = malloc(sizeof(float) * (size_t)I->n_vocab);
+        random_prompt(tk, PP);
+        for (int i = 0; i < PP; i++)
+            pos[i] = i;
+        for (int r = 0; r <= reps; r++) {
+            model_batch b = {.n = PP, .token = tk, .pos = pos, .seq = seq, .want_logits = want};
+            double t0 = now();
+            if (model_forward(m, kv, &b, lg, err, sizeof err))
+                die(err);
+            if (r > 0)
+                pp[r - 1] = PP / (now() - t0);
+        }
+        free(lg);
+        model_kv_free(kv);
+    }
+    double engine_pp = median(pp, reps);
+
+    /* 1. aggregate generation rate by concurrency */
+    double agg[16], step_ms1 = 0;
+    for (int k = 0; k < n_conc; k++) {
+        int c = conc[k];
+        serve *s;
+        serve_opts so = {.n_slots = c, .n_ctx = plen + gen + 8, .step_tokens = 256 > c * plen ? 256 : c * plen};
+        if (serve_open(&s, m, tok, &so, err, sizeof err))
+            die(err);
+        double rate[50];
+        int32_t **prompts = malloc(sizeof *prompts * (size_t)c);
+        int *lens = malloc(sizeof *lens * (size_t)c);
+        track *tr = malloc(sizeof *tr * (size_t)c);
+        for (int i = 0; i < c; i++) {
+            prompts[i] = malloc(sizeof(int32_t) * (size_t)plen);
+            lens[i] = plen;
+        }
+        for (int r = 0; r <= reps; r++) { /* the first is a warm-up */
+            for (int i = 0; i < c; i++)
+                random_prompt(prompts[i], plen);
+            run_batch(s, prompts, lens, c, gen, tr);
+            double t_first = 0, t_end = 0;
+            long toks = 0;
+            for (int i = 0; i < c; i++) {
+                t_first = tr[i].t_first > t_first ? tr[i].t_first : t_first;
+                t_end = tr[i].t_end > t_end ? tr[i].t_end : t_end;
+            }
+            for (int i = 0; i < c; i++) /* tokens after t_first: all but each one's first */
+                toks += tr[i].n_tokens - 1;
+            if (r > 0)
+                rate[r - 1] = (double)toks / (t_end - t_first);
+        }
+        agg[k] = median(rate, reps);
+        if (c == 1)
+            step_ms1 = 1000.0 / agg[k];
+        for (int i = 0; i < c; i++)
+            free(prompts[i]);
+        free(prompts);
+        free(lens);
+        free(tr);
+        serve_close(s);
+        fprintf(stderr, "bench_serve: %d concurrent: %.2f tok/s\n", c, agg[k]);
+    }
+
+    /* 2. time to first token with a shared system prompt */
+    double cold[50], hot[50];
+    int qlen = 24, total = sys_len + qlen;
+    {
+        serve *s;
+        serve_opts so = {.n_slots = 2, .n_ctx = total + 8, .step_tokens = 256};
+        if (serve_open(&s, m, tok, &so, err, sizeof err))
+            die(err);
+        int32_t *a = malloc(sizeof(int32_t) * (size_t)total), *b = malloc(sizeof(int32_t) * (size_t)total);
+        for (int r = 0; r <= reps; r++) {
+            random_prompt(a, total); /* a fresh system prompt: nothing cached */
+            memcpy(b, a, sizeof(int32_t) * (size_t)sys_len);
+            random_prompt(b + sys_len, qlen);
+            int32_t *pa[1] = {a}, *pb[1] = {b};
+            int la[1] = {total};
+            track tr[1];
+            double t0 = now();
+            run_batch(s, pa, la, 1, 2, tr);
+            double c_s = tr[0].t_first - t0;
+            t0 = now();
+            run_batch(s, pb, la, 1, 2, tr);
+            double h_s = tr[0].t_first - t0;
+            if (r > 0) {
+                cold[r - 1] = c_s * 1000;
+                hot[r - 1] = h_s * 1000;
+            }
+        }
+        serve_stats st;
+        serve_get_stats(s, &st);
+        fprintf(stderr, "bench_serve: prefix cache: %lld of %lld prompt tokens hit\n",
+                (long long)st.prefix_hit_tokens, (long long)st.prefix_lookup_tokens);
+        free(a);
+        free(b);
+        serve_close(s);
+    }
+    double cold_ms = median(cold, reps), hot_ms = median(hot, reps);
+    double cold_pp = total / (cold_ms / 1000);
+
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (json) {
+        printf("{\"model\":\"%s\",\"threads\":%d,\"prompt\":%d,\"gen\":%d,\"engine_pp_tok_s\":%.2f,\"conc\":[", name,
+               model_n_threads(m), plen, gen, engine_pp);
+        for (int k = 0; k < n_conc; k++)
+            printf("%s{\"c\":%d,\"tok_s\":%.3f}", k ? "," : "", conc[k], agg[k]);
+        printf("],\"sys\":%d,\"ttft_cold_ms\":%.2f,\"ttft_hit_ms\":%.2f,\"step_ms\":%.2f}\n", total, cold_ms, hot_ms,
+               step_ms1);
+    } else {
+        printf("model %s, %d threads, kernels %s; prompts of %d tokens, %d generated each, median of %d\n\n", name,
+               model_n_threads(m), model_isa_name(m), plen, gen, reps);
+        printf("| concurrent sequences | aggregate tok/s | per sequence tok/s | x single |\n|---:|---:|---:|---:|\n");
+        double base = agg[0];
+        for (int k = 0; k < n_conc; k++)
+            printf("| %d | %.2f | %.2f | %.2fx |\n", conc[k], agg[k], agg[k] / conc[k], agg[k] / base);
+        printf("\n| prompt (%d-token system prompt + %d) | time to first token ms | prompt tok/s |\n|---|---:|---:|\n",
+               sys_len, qlen);
+        printf("| cold | %.1f | %.1f |\n", cold_ms, cold_pp);
+        printf("| prefix-cache hit | %.1f | |\n", hot_ms);
+        printf("\ncold / hit = %.1fx; hit = %.2f decode steps of one sequence (%.1f ms each); cold prompt rate = "
+               "%.0f%% of the engine's prefill (%.1f tok/s, one 256-token forward)\n",
+               cold_ms / hot_ms, hot_ms / step_ms1, step_ms1, 100 * cold_pp / engine_pp, engine_pp);
+    }
+    free(normal_ids);
+    tokenizer_free(tok);
+    model_close(m);
+    return 0;
+}
