@@ -31,6 +31,7 @@
 #include "core/model.h"
 #include "core/sampler.h"
 #include "core/serve.h"
+#include "adapters/lora.h"
 #include "core/tensor.h"
 #include "core/chat.h"
 #include "core/tokenizer.h"
@@ -65,6 +66,7 @@ static void usage(FILE *f)
             "  --ctx N               context positions (default: min(4096, model's))\n"
             "  --isa NAME            highest kernel level: scalar, avx2, avx512\n"
             "  --dump-logits FILE    write every evaluated position's logits\n"
+            "  --lora PATH[:SCALE]   apply a LoRA adapter (PEFT folder or GGUF file), scale 1 by default\n"
             "  --no-prefault         do not read the weights in at load\n"
             "  --show-special        print control tokens\n",
             MOEGATE_VERSION);
@@ -373,7 +375,7 @@ static void run_on_token(void *ud, const char *text, size_t len, int32_t token, 
 static int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL;
-    const char *system = NULL, *tmpl_name = NULL;
+    const char *system = NULL, *tmpl_name = NULL, *lora_arg = NULL;
     int n_predict = 64;
     bool prefault = true, show_special = false, as_chat = false, parse_special = false;
     bool ignore_eos = false, no_think = false;
@@ -393,6 +395,8 @@ static int cmd_run(int argc, char **argv)
             continue;
         else if (opt_val(&a, "--dump-logits", NULL, &v))
             dump = v;
+        else if (opt_val(&a, "--lora", NULL, &v))
+            lora_arg = v;
         else if (!strcmp(s, "--no-prefault"))
             prefault = false;
         else if (!strcmp(s, "--show-special"))
@@ -446,6 +450,26 @@ static int cmd_run(int argc, char **argv)
         die("prompt (%d tokens) + -n %d exceeds the context of %d positions (--ctx)", n_prompt,
             n_predict, n_ctx);
 
+    /* --lora PATH[:SCALE]: a PEFT folder or a GGUF LoRA file */
+    model_lora *lora = NULL;
+    if (lora_arg) {
+        char lpath[4096];
+        float lscale = 1.0f;
+        snprintf(lpath, sizeof lpath, "%s", lora_arg);
+        char *colon = strrchr(lpath, ':');
+        if (colon && colon[1] && !strchr(colon, '/')) {
+            char *end;
+            double v = strtod(colon + 1, &end);
+            if (*end || !(v > -1000 && v < 1000))
+                die("--lora: scale '%s' is not a number in (-1000, 1000)", colon + 1);
+            lscale = (float)v;
+            *colon = 0;
+        }
+        if (lora_load(&lora, m, lpath, lscale, err, sizeof err))
+            die("--lora: %s", err);
+        fprintf(stderr, "moegate: adapter %s (scale %g, %.1f MB)\n", lpath, lscale, lora_bytes(lora) / 1e6);
+    }
+
     /* through the serving engine, as the gateway does: one sequence, the
      * whole prompt in one step */
     run_state rs = {.tok = tok, .n_vocab = I->n_vocab, .show_special = show_special, .t_submit = now()};
@@ -462,7 +486,7 @@ static int cmd_run(int argc, char **argv)
         die("%s", err);
     serve_params sp = {.sampling = co.sp, .max_tokens = n_predict, .ignore_eos = ignore_eos,
                        .show_special = show_special, .logits_cb = dump ? run_on_logits : NULL,
-                       .no_prefix_cache = dump != NULL};
+                       .no_prefix_cache = dump != NULL, .lora = lora};
     if (n_predict == 0) { /* evaluate the prompt only */
         sp.max_tokens = 1;
         rs.discard = true;
@@ -476,6 +500,7 @@ static int cmd_run(int argc, char **argv)
         pthread_cond_wait(&rs.cv, &rs.mu);
     pthread_mutex_unlock(&rs.mu);
     serve_close(sv);
+    model_lora_release(lora);
     if (rs.finish == SERVE_ERROR)
         die("generation failed");
     printf("\n");

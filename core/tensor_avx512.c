@@ -58,7 +58,7 @@
 
 /* Below this many tokens the row-streaming kernels are used (measured
  * break-even: 4-5 tokens for Q8_0/Q4_K, more for Q6_K). */
-#define PANEL_MIN_NT 5
+#define PANEL_MIN_NT 17
 /* Elements of k per integer panel chunk (multiple of 256) and per float
  * panel chunk: 2 row tiles stay in L1 together with a token group's
  * activations. */
@@ -1031,11 +1031,17 @@ static ALWAYS_INLINE void gemv(int kind, float *y, int64_t ldy, const void *w, s
 {
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;
-        switch (nt) {
-        case 1: rows_tile(kind, 1, y + r, ldy, wr, (const uint8_t *)xa, xs, k); break;
-        case 2: rows_tile(kind, 2, y + r, ldy, wr, (const uint8_t *)xa, xs, k); break;
-        case 3: rows_tile(kind, 3, y + r, ldy, wr, (const uint8_t *)xa, xs, k); break;
-        default: rows_tile(kind, 4, y + r, ldy, wr, (const uint8_t *)xa, xs, k); break;
+        /* groups of up to 4 tokens; the row stays in L1 between groups, so
+         * the weights are read from memory once */
+        for (int64_t t0 = 0; t0 < nt; t0 += 4) {
+            const uint8_t *x0 = (const uint8_t *)xa + (size_t)t0 * xs;
+            float *y0 = y + t0 * ldy + r;
+            switch (nt - t0) {
+            case 1: rows_tile(kind, 1, y0, ldy, wr, x0, xs, k); break;
+            case 2: rows_tile(kind, 2, y0, ldy, wr, x0, xs, k); break;
+            case 3: rows_tile(kind, 3, y0, ldy, wr, x0, xs, k); break;
+            default: rows_tile(kind, 4, y0, ldy, wr, x0, xs, k); break;
+            }
         }
     }
 }

@@ -47,9 +47,11 @@ done
 if [ "$QUICK" = "--quick" ]; then
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" \
         --fixtures "$FIX" --only mixtral-tiny-q8_0 --only qwen2moe-tiny-q4_K \
-        --only deepseek3-tiny-q8_0
+        --only deepseek3-tiny-q8_0 --only deepseek2-lite-tiny-q8_0 \
+        --adapters "$FIX/adapters" --adapter-bases q8_0
 else
-    suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX"
+    suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX" \
+        --adapters "$FIX/adapters" --adapter-bases f32 q4_K
     suite cli sh tests/cli/test_cli.sh "$BUILD/moegate" "$FIX"
     # libFuzzer targets (built by `make fuzz`), a short seeded run each,
     # starting from tests/fuzz/corpus/<target>/ when the target has one,

@@ -35,6 +35,12 @@ Tolerances (by the least precise matrix type in the file):
                               products: 4e-3..8e-3 on these fixtures, both
                               simulated and measured on the engine
 
+With --adapters DIR, each model is also run with every LoRA adapter of its
+family in DIR (tests/fixtures/gen_adapters.py: DIR/FAMILY-*): the engine
+with `--lora ADAPTER` (applied unmerged, per token) against the reference on
+the merged weights W + scale * B A (tests/adapters/merge_ref.py, written
+from the PEFT and GGUF LoRA definitions), same tolerances.
+
 Prints one line per model, e.g. "PASS qwen3moe-tiny-q4_K rel=1.2e-03
 tokens=16/16", then "reference: N passed, M failed"; exits 1 if any failed.
 """
@@ -119,10 +125,16 @@ def printed_tokens(text):
     return found
 
 
-def check_model(path, moegate, workdir, timeout, verbose):
+def check_model(path, moegate, workdir, timeout, verbose, adapter=None):
     """Returns (ok, line)."""
     stem = os.path.basename(path)[:-len(".gguf")]
-    model = rf.RefModel(path)
+    if adapter:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "adapters"))
+        import merge_ref  # noqa: E402
+        model = merge_ref.ref_model(path, adapter)
+        stem += "+" + os.path.basename(adapter.rstrip("/"))
+    else:
+        model = rf.RefModel(path)
     tol, tol_kind = tolerance(model.reader)
     prompt = prompt_for(family_of(stem), model.token_type)
     dump = os.path.join(workdir, stem + ".logits.txt")
@@ -130,6 +142,8 @@ def check_model(path, moegate, workdir, timeout, verbose):
         os.unlink(dump)
     cmd = [moegate, "run", "-m", path, "--tokens", ",".join(map(str, prompt)),
            "-n", str(N_GEN), "--temp", "0", "--threads", "2", "--dump-logits", dump]
+    if adapter:
+        cmd += ["--lora", adapter]
     t0 = time.time()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -186,6 +200,9 @@ def main(argv=None):
     ap.add_argument("--timeout", type=int, default=600, help="seconds per engine run")
     ap.add_argument("--keep", help="keep the engine's logits dumps in this directory")
     ap.add_argument("-v", "--verbose", action="store_true", help="details on PASS lines too")
+    ap.add_argument("--adapters", help="also run every LoRA adapter of the model's family in this directory")
+    ap.add_argument("--adapter-bases", nargs="+", action="extend",
+                    help="with --adapters: only these variants (e.g. f32 q8_0) get adapter runs")
     args = ap.parse_args(argv)
 
     paths = sorted(p for p in glob.glob(os.path.join(args.fixtures, "*.gguf"))
@@ -207,11 +224,19 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="moegate-compare-") as tmp:
         workdir = args.keep or tmp
         os.makedirs(workdir, exist_ok=True)
+        runs = []
         for path in paths:
+            runs.append((path, None))
+            stem = os.path.basename(path)[:-5]
+            if args.adapters and (not args.adapter_bases or stem.rsplit("-", 1)[1] in args.adapter_bases):
+                for ad in sorted(glob.glob(os.path.join(args.adapters, family_of(stem) + "-*"))):
+                    runs.append((path, ad))
+        for path, ad in runs:
             try:
-                ok, line = check_model(path, args.moegate, workdir, args.timeout, args.verbose)
+                ok, line = check_model(path, args.moegate, workdir, args.timeout, args.verbose, ad)
             except Exception as e:          # a broken fixture is a failure, not a crash
-                ok, line = False, "FAIL %s %s: %s" % (os.path.basename(path), type(e).__name__, e)
+                ok, line = False, "FAIL %s%s %s: %s" % (os.path.basename(path), " + " + ad if ad else "",
+                                                      type(e).__name__, e)
             print(line, flush=True)
             passed += ok
             failed += not ok
