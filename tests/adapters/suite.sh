@@ -44,6 +44,7 @@ family() { # adapter name -> fixture family
     qwen2moe-tiny-*) echo qwen2moe-tiny ;;
     mixtral-tiny-*) echo mixtral-tiny ;;
     deepseek2-lite-tiny-*) echo deepseek2-lite-tiny ;;
+    deepseek3-tiny-*) echo deepseek3-tiny ;;
     esac
 }
 
@@ -66,7 +67,7 @@ for a in "$AD"/*; do
     grep -q "^rank: *$rank\( \|$\)" "$T/out" || okay=0
     grep -q "^dtype: *$dtype$" "$T/out" || okay=0
     grep -q "^fits: *$base: yes" "$T/out" || okay=0
-    grep -q "^made for: *hidden size 256, at least 2 layers" "$T/out" || okay=0
+    grep -q "^made for: *hidden size 256, at least [23] layers" "$T/out" || okay=0
     case "$name" in
     *rslora*) grep -q "^rsLoRA: *yes" "$T/out" && grep -q "ffn_up_exps .*experts 4 per layer" "$T/out" || okay=0 ;;
     *-r8-*) grep -q "^rsLoRA: *no" "$T/out" && grep -q "ffn_down_exps .*experts [0-9]* per layer" "$T/out" || okay=0 ;;
@@ -84,7 +85,7 @@ for a in "$AD"/*; do
     # another family's base refuses it, naming the adapter
     case "$fam" in
     qwen3moe-tiny) other=mixtral-tiny ;; mixtral-tiny) other=deepseek2-lite-tiny ;;
-    deepseek2-lite-tiny) other=qwen2moe-tiny ;; *) other=qwen3moe-tiny ;;
+    deepseek2-lite-tiny) other=deepseek3-tiny ;; *) other=qwen3moe-tiny ;;
     esac
     "$MG" adapter inspect "$a" -m "$FIX/$other-f32.gguf" >"$T/out" 2>"$T/err"
     rc=$?
@@ -94,7 +95,7 @@ for a in "$AD"/*; do
     fi
     n=$((n + 1))
 done
-[ "$n" -ge 24 ] && ok || bad "only $n fixture adapters"
+[ "$n" -ge 30 ] && ok || bad "only $n fixture adapters"
 
 # a scale, and the GGUF and PEFT forms of one adapter describe the same matrices
 "$MG" adapter inspect "$AD/mixtral-tiny-peft-r8-f32" >"$T/p" 2>&1
