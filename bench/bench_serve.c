@@ -1,7 +1,7 @@
 /* bench_serve — the serving engine under concurrent load.
  *
  *   bench_serve -m MODEL.gguf [--conc 1,4,8,16] [--prompt 16] [--gen 32]
- *               [--sys 1000] [--reps 3] [--threads N] [--json]
+ *               [--sys 1000] [--question 8] [--reps 3] [--threads N] [--json]
  *
  * 1. Aggregate generation rate at each concurrency c: c requests with
  *    distinct random prompts of --prompt tokens, greedy, --gen tokens each
@@ -10,9 +10,11 @@
  *    / time from then to the last one's end (the prompt steps excluded), so
  *    it measures decode steps of c sequences. Median over --reps.
  * 2. Time to first token of a --sys-token shared system prompt plus a short
- *    question: cold (nothing cached), then a second request with the same
- *    system prompt and another question (a prefix-cache hit), on a fresh
- *    system prompt each rep. Against the decode step time of c = 1 and the
+ *    question (--question tokens): cold (nothing cached); then a second
+ *    request with the same system prompt and another question (a
+ *    prefix-cache hit: the question and the system prompt's last partial
+ *    block are evaluated); then the first request again (everything but its
+ *    last token cached). A fresh system prompt each rep. Against the decode step time of c = 1 and the
  *    engine's own prefill rate (one 256-token model_forward, median of
  *    --reps, measured first with the model alone).
  *
@@ -135,7 +137,7 @@ static int parse_list(const char *s, int *out, int max)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int conc[16] = {1, 4, 8, 16}, n_conc = 4, plen = 16, gen = 32, sys_len = 1000, reps = 3, threads = 0;
+    int conc[16] = {1, 4, 8, 16}, n_conc = 4, plen = 16, gen = 32, sys_len = 1000, reps = 3, threads = 0, qlen = 8;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -149,6 +151,8 @@ int main(int argc, char **argv)
             gen = atoi(argv[++i]);
         else if (!strcmp(a, "--sys") && v)
             sys_len = atoi(argv[++i]);
+        else if (!strcmp(a, "--question") && v)
+            qlen = atoi(argv[++i]);
         else if (!strcmp(a, "--reps") && v)
             reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v)
@@ -159,7 +163,7 @@ int main(int argc, char **argv)
             die("usage: bench_serve -m MODEL.gguf [--conc 1,4,8,16] [--prompt N] [--gen N] [--sys N] "
                 "[--reps N] [--threads N] [--json]");
     }
-    if (!path || plen < 1 || gen < 2 || sys_len < 1 || reps < 1 || reps > 50)
+    if (!path || plen < 1 || gen < 2 || sys_len < 1 || reps < 1 || reps > 50 || qlen < 1)
         die("need -m MODEL, --prompt >= 1, --gen >= 2, --sys >= 1, --reps 1..50");
     char err[512];
     model *m;
@@ -248,8 +252,8 @@ int main(int argc, char **argv)
     }
 
     /* 2. time to first token with a shared system prompt */
-    double cold[50], hot[50];
-    int qlen = 24, total = sys_len + qlen;
+    double cold[50], hot[50], again[50];
+    int total = sys_len + qlen;
     {
         serve *s;
         serve_opts so = {.n_slots = 2, .n_ctx = total + 8, .step_tokens = 256};
@@ -269,9 +273,13 @@ int main(int argc, char **argv)
             t0 = now();
             run_batch(s, pb, la, 1, 2, tr);
             double h_s = tr[0].t_first - t0;
+            t0 = now();
+            run_batch(s, pa, la, 1, 2, tr);
+            double a_s = tr[0].t_first - t0;
             if (r > 0) {
                 cold[r - 1] = c_s * 1000;
                 hot[r - 1] = h_s * 1000;
+                again[r - 1] = a_s * 1000;
             }
         }
         serve_stats st;
@@ -282,7 +290,7 @@ int main(int argc, char **argv)
         free(b);
         serve_close(s);
     }
-    double cold_ms = median(cold, reps), hot_ms = median(hot, reps);
+    double cold_ms = median(cold, reps), hot_ms = median(hot, reps), again_ms = median(again, reps);
     double cold_pp = total / (cold_ms / 1000);
 
     const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
@@ -291,8 +299,8 @@ int main(int argc, char **argv)
                model_n_threads(m), plen, gen, engine_pp);
         for (int k = 0; k < n_conc; k++)
             printf("%s{\"c\":%d,\"tok_s\":%.3f}", k ? "," : "", conc[k], agg[k]);
-        printf("],\"sys\":%d,\"ttft_cold_ms\":%.2f,\"ttft_hit_ms\":%.2f,\"step_ms\":%.2f}\n", total, cold_ms, hot_ms,
-               step_ms1);
+        printf("],\"sys\":%d,\"ttft_cold_ms\":%.2f,\"ttft_hit_ms\":%.2f,\"ttft_again_ms\":%.2f,\"step_ms\":%.2f}\n",
+               total, cold_ms, hot_ms, again_ms, step_ms1);
     } else {
         printf("model %s, %d threads, kernels %s; prompts of %d tokens, %d generated each, median of %d\n\n", name,
                model_n_threads(m), model_isa_name(m), plen, gen, reps);
@@ -300,13 +308,16 @@ int main(int argc, char **argv)
         double base = agg[0];
         for (int k = 0; k < n_conc; k++)
             printf("| %d | %.2f | %.2f | %.2fx |\n", conc[k], agg[k], agg[k] / conc[k], agg[k] / base);
-        printf("\n| prompt (%d-token system prompt + %d) | time to first token ms | prompt tok/s |\n|---|---:|---:|\n",
-               sys_len, qlen);
+        printf("\n| prompt: %d-token system prompt + %d-token question | time to first token ms | prompt tok/s |\n"
+               "|---|---:|---:|\n", sys_len, qlen);
         printf("| cold | %.1f | %.1f |\n", cold_ms, cold_pp);
-        printf("| prefix-cache hit | %.1f | |\n", hot_ms);
-        printf("\ncold / hit = %.1fx; hit = %.2f decode steps of one sequence (%.1f ms each); cold prompt rate = "
-               "%.0f%% of the engine's prefill (%.1f tok/s, one 256-token forward)\n",
-               cold_ms / hot_ms, hot_ms / step_ms1, step_ms1, 100 * cold_pp / engine_pp, engine_pp);
+        printf("| prefix-cache hit, another question | %.1f | |\n", hot_ms);
+        printf("| prefix-cache hit, the same prompt again | %.1f | |\n", again_ms);
+        printf("\ncold / hit = %.1fx (%.2f decode steps of one sequence, %.1f ms each); cold / same prompt = %.1fx "
+               "(%.2f decode steps); cold prompt rate = %.0f%% of the engine's prefill (%.1f tok/s, one 256-token "
+               "forward)\n",
+               cold_ms / hot_ms, hot_ms / step_ms1, step_ms1, cold_ms / again_ms, again_ms / step_ms1,
+               100 * cold_pp / engine_pp, engine_pp);
     }
     free(normal_ids);
     tokenizer_free(tok);

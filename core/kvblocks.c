@@ -12,7 +12,12 @@
  *   - reserved <= free + cached: every promise can be kept by taking a free
  *     block or evicting the least recently used cached one;
  *   - only full blocks are published, and a full block is never written
- *     again, so sharing needs no copy-on-write.
+ *     again, so sharing needs no copy-on-write;
+ *   - a published block is in its parent's child list while the parent
+ *     keeps the generation it had when the child was published. A prompt
+ *     that ends inside a block whose full version is cached (the same prompt
+ *     again, or one that continues a cached answer) copies the rows it
+ *     shares into a fresh block of its own (kvb_seq_start's copy).
  */
 #include "core/kvblocks.h"
 
@@ -32,6 +37,9 @@ typedef struct block {
     bool published;
     int32_t lru_prev, lru_next;  /* cached list, when published and ref == 0 */
     int32_t hnext;               /* bucket chain, when published */
+    int32_t child_head;          /* published children of this generation */
+    int32_t sib_next;            /* next child of the same parent */
+    bool linked;                 /* in its parent's child list */
 } block;
 
 typedef struct seq {
@@ -99,8 +107,10 @@ int kvb_create(kvb_pool **out, int32_t n_blocks, int32_t block_tokens, int32_t n
         goto oom;
     for (uint32_t i = 0; i < nb; i++)
         p->bucket[i] = -1;
-    for (int32_t i = 0; i < n_blocks; i++)
+    for (int32_t i = 0; i < n_blocks; i++) {
         p->free_stack[i] = n_blocks - 1 - i; /* block 0 on top */
+        p->b[i].child_head = -1;
+    }
     p->n_free = n_blocks;
     p->lru_head = p->lru_tail = -1;
     p->st.n_blocks = n_blocks;
@@ -158,9 +168,23 @@ static void lru_push(kvb_pool *p, int32_t i)
 
 /* ---- the prefix index ------------------------------------------------------ */
 
+static void unlink_child(kvb_pool *p, int32_t i)
+{
+    block *b = &p->b[i];
+    if (b->linked && b->parent >= 0 && p->b[b->parent].gen == b->parent_gen) {
+        int32_t *link = &p->b[b->parent].child_head;
+        while (*link >= 0 && *link != i)
+            link = &p->b[*link].sib_next;
+        if (*link == i)
+            *link = b->sib_next;
+    }
+    b->linked = false;
+}
+
 static void unpublish(kvb_pool *p, int32_t i)
 {
     block *b = &p->b[i];
+    unlink_child(p, i);
     int32_t *link = &p->bucket[b->hash & p->bucket_mask];
     while (*link != i)
         link = &p->b[*link].hnext;
@@ -191,6 +215,11 @@ static void publish(kvb_pool *p, int32_t i)
     b->hnext = p->bucket[b->hash & p->bucket_mask];
     p->bucket[b->hash & p->bucket_mask] = i;
     b->published = true;
+    if (b->parent >= 0 && p->b[b->parent].gen == b->parent_gen) {
+        b->sib_next = p->b[b->parent].child_head;
+        p->b[b->parent].child_head = i;
+        b->linked = true;
+    }
 }
 
 /* ---- sequences ---------------------------------------------------------------- */
@@ -205,10 +234,32 @@ bool kvb_can_fit(const kvb_pool *p, int32_t max_tokens)
     return max_tokens > 0 && blocks_for(p, max_tokens) <= p->n_free + p->n_cached - p->reserved;
 }
 
+static int32_t take_block(kvb_pool *p);
+
+/* A published child of parent whose first k tokens are tok[0..k). */
+static int32_t find_partial(const kvb_pool *p, uint64_t ns, int32_t parent, const int32_t *tok, int32_t k)
+{
+    for (int32_t c = p->b[parent].child_head; c >= 0; c = p->b[c].sib_next) {
+        const block *b = &p->b[c];
+        if (b->published && b->ns == ns && b->parent_gen == p->b[parent].gen &&
+            !memcmp(p->tokens + (size_t)c * (size_t)p->bt, tok, (size_t)k * sizeof *tok))
+            return c;
+    }
+    return -1;
+}
+
 int kvb_seq_start(kvb_pool *p, int32_t sid, uint64_t ns, const int32_t *tokens, int32_t n, int32_t max_tokens,
                   int32_t *n_cached)
 {
+    return kvb_seq_start_copy(p, sid, ns, tokens, n, max_tokens, n_cached, NULL);
+}
+
+int kvb_seq_start_copy(kvb_pool *p, int32_t sid, uint64_t ns, const int32_t *tokens, int32_t n, int32_t max_tokens,
+                       int32_t *n_cached, kvb_copy *copy)
+{
     *n_cached = 0;
+    if (copy)
+        copy->rows = 0;
     if (sid < 0 || sid >= p->n_seq || p->s[sid].active || n < 1 || max_tokens < n || !tokens)
         return MG_EINVAL;
     int32_t need = blocks_for(p, max_tokens);
@@ -229,9 +280,16 @@ int kvb_seq_start(kvb_pool *p, int32_t sid, uint64_t ns, const int32_t *tokens, 
         revived += p->b[i].ref == 0; /* leaves the evictable set */
         parent = i;
     }
+    /* the rest of the prompt but its last token, inside a cached full block */
+    int32_t part = -1, rem = n - 1 - matched * p->bt;
+    if (copy && matched > 0 && rem > 0 && rem < p->bt)
+        part = find_partial(p, ns, blocks[matched - 1], tokens + (size_t)matched * (size_t)p->bt, rem);
     int32_t fresh = need - matched;
-    if (fresh > p->n_free + p->n_cached - revived - p->reserved)
-        return MG_EBUSY;
+    if (fresh > p->n_free + p->n_cached - revived - (part >= 0 && p->b[part].ref == 0) - p->reserved) {
+        part = -1; /* try again without the copy's source held */
+        if (fresh > p->n_free + p->n_cached - revived - p->reserved)
+            return MG_EBUSY;
+    }
     for (int32_t k = 0; k < matched; k++) {
         block *b = &p->b[blocks[k]];
         if (b->ref++ == 0)
@@ -244,6 +302,33 @@ int kvb_seq_start(kvb_pool *p, int32_t sid, uint64_t ns, const int32_t *tokens, 
     s->n_blocks = matched;
     s->reserved = fresh;
     p->reserved += fresh;
+    if (part >= 0) {
+        /* hold the source while the fresh block is taken (it may be the
+         * least recently used), then copy its first rem tokens */
+        block *src = &p->b[part];
+        if (src->ref++ == 0)
+            lru_remove(p, part);
+        int32_t i = take_block(p);
+        block *b = &p->b[i];
+        b->ref = 1;
+        b->n_tok = rem;
+        b->ns = ns;
+        b->parent = blocks[matched - 1];
+        b->parent_gen = p->b[b->parent].gen;
+        b->published = false;
+        b->linked = false;
+        memcpy(p->tokens + (size_t)i * (size_t)p->bt, p->tokens + (size_t)part * (size_t)p->bt,
+               (size_t)rem * sizeof *p->tokens);
+        s->blocks[s->n_blocks++] = i;
+        s->reserved--;
+        p->reserved--;
+        s->len += rem;
+        if (--src->ref == 0)
+            lru_push(p, part);
+        copy->src = part;
+        copy->dst = i;
+        copy->rows = rem;
+    }
     p->st.lookups++; /* admitted prompts only: the hit rate is over work done */
     p->st.lookup_tokens += n;
     p->st.hit_tokens += s->len;
@@ -263,7 +348,8 @@ static int32_t take_block(kvb_pool *p)
         unpublish(p, i);
         p->st.evictions++;
     }
-    p->b[i].gen++;
+    p->b[i].gen++; /* its old children become unreachable */
+    p->b[i].child_head = -1;
     return i;
 }
 
@@ -328,6 +414,7 @@ void kvb_drop_cached(kvb_pool *p)
         lru_remove(p, i);
         unpublish(p, i);
         p->b[i].gen++; /* children keyed on the old generation become unreachable */
+        p->b[i].child_head = -1;
         p->free_stack[p->n_free++] = i;
     }
 }

@@ -52,6 +52,19 @@ void kvb_free(kvb_pool *p); /* accepts NULL */
 int kvb_seq_start(kvb_pool *p, int32_t seq, uint64_t ns, const int32_t *tokens, int32_t n, int32_t max_tokens,
                   int32_t *n_cached);
 
+/* kvb_seq_start, and when the prompt's tail (short of a whole block, but
+ * for its last token) matches the start of a cached full block, a fresh
+ * block for seq that must begin with a copy of that block's first rows:
+ * copy->rows > 0 says so (rows of block src into block dst, positions
+ * 0..rows-1), and *n_cached counts them. The caller copies the keys and
+ * values before anything else touches the pool. copy may be NULL (no
+ * partial sharing). */
+typedef struct kvb_copy {
+    int32_t src, dst, rows;
+} kvb_copy;
+int kvb_seq_start_copy(kvb_pool *p, int32_t seq, uint64_t ns, const int32_t *tokens, int32_t n, int32_t max_tokens,
+                       int32_t *n_cached, kvb_copy *copy);
+
 /* Appends n tokens to seq's table (within its reservation) and publishes
  * every block they fill in the prefix cache. Fails with MG_ERANGE beyond
  * max_tokens. */

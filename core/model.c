@@ -890,6 +890,23 @@ int model_kv_bind(model_kv *kv, int seq, const int32_t *blocks, int n)
     return MG_OK;
 }
 
+int model_kv_copy_rows(model_kv *kv, int32_t dst, int32_t src, int32_t rows)
+{
+    if (!kv || !kv->paged || dst < 0 || dst >= kv->n_blocks || src < 0 || src >= kv->n_blocks || dst == src ||
+        rows < 0 || rows > kv->bt)
+        return MG_EINVAL;
+    int64_t n_layer = kv->m->info.n_layer;
+    size_t row = (size_t)kv->kv_dim * sizeof(float), n = (size_t)rows * row;
+    for (int64_t il = 0; il < n_layer; il++) {
+        size_t d = ((size_t)il * (size_t)kv->n_blocks + (size_t)dst) * (size_t)kv->bt * (size_t)kv->kv_dim;
+        size_t s = ((size_t)il * (size_t)kv->n_blocks + (size_t)src) * (size_t)kv->bt * (size_t)kv->kv_dim;
+        memcpy(kv->k + d, kv->k + s, n);
+        if (kv->v)
+            memcpy(kv->v + d, kv->v + s, n);
+    }
+    return MG_OK;
+}
+
 size_t model_kv_block_bytes(const model *m, int block_tokens)
 {
     const model_info *I = &m->info;

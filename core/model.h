@@ -145,6 +145,9 @@ void model_kv_free(model_kv *kv); /* accepts NULL */
 int model_kv_create_paged(model_kv **out, const model *m, int n_seq, int n_blocks, int block_tokens, int n_ctx,
                           char *err, size_t errlen);
 int model_kv_bind(model_kv *kv, int seq, const int32_t *blocks, int n);
+/* Copies positions 0..rows-1 of block src into block dst, every layer
+ * (paged caches; a shared prefix ending inside a block). */
+int model_kv_copy_rows(model_kv *kv, int32_t dst, int32_t src, int32_t rows);
 /* Bytes one block of block_tokens positions takes (keys and values, every layer). */
 size_t model_kv_block_bytes(const model *m, int block_tokens);
 size_t model_kv_bytes(const model_kv *kv);

@@ -197,9 +197,12 @@ static int step(serve *s, char *err, size_t errlen)
             continue;
         req *r = s->wait_head;
         int32_t n_cached = 0;
-        int rc = kvb_seq_start(s->kvp, i, r->ns, r->hist, r->n_prompt, r->max_len, &n_cached);
+        kvb_copy cp;
+        int rc = kvb_seq_start_copy(s->kvp, i, r->ns, r->hist, r->n_prompt, r->max_len, &n_cached, &cp);
         if (rc == MG_EBUSY)
             break; /* the pool cannot hold it yet: it waits, and so do those behind it */
+        if (!rc && cp.rows > 0) /* the prompt's tail inside a cached block: its rows */
+            rc = model_kv_copy_rows(s->kv, cp.dst, cp.src, cp.rows);
         s->wait_head = r->next;
         if (!s->wait_head)
             s->wait_tail = NULL;
@@ -424,7 +427,7 @@ int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *op
     if (o.step_tokens <= 0)
         o.step_tokens = 256;
     if (o.block_tokens <= 0)
-        o.block_tokens = 32;
+        o.block_tokens = 16;
     if (o.n_slots > 4096 || o.step_tokens > (1 << 16) || o.max_queue > (1 << 20) || o.block_tokens > 4096 ||
         o.n_ctx > I->n_ctx_train) {
         mg_err_set(err, errlen, "serve: n_slots %d / step_tokens %d / max_queue %d / block_tokens %d / n_ctx %d "

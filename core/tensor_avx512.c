@@ -58,7 +58,9 @@
 
 /* Below this many tokens the row-streaming kernels are used (measured
  * break-even: 4-5 tokens for Q8_0/Q4_K, more for Q6_K). */
-#define PANEL_MIN_NT 17
+#ifndef PANEL_MIN_NT
+#define PANEL_MIN_NT 5
+#endif
 /* Elements of k per integer panel chunk (multiple of 256) and per float
  * panel chunk: 2 row tiles stay in L1 together with a token group's
  * activations. */

@@ -146,8 +146,13 @@ static void test_random(void **st)
     kvb_pool *p = pool(NB, BT, NS);
     int32_t shadow[NS][64], len[NS] = {0}, maxt[NS] = {0};
     bool active[NS] = {false};
+    /* what the model would have written: data[block][offset] = the token
+     * whose keys and values sit there (written on append, copied on a
+     * partial-block copy); every sequence must read its own tokens back */
+    static int32_t data[NB][BT];
+    memset(data, 0xff, sizeof data);
     uint64_t rng = 42;
-    int started = 0, hits = 0;
+    int started = 0, hits = 0, copies = 0;
     for (int step = 0; step < 20000; step++) {
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
         int sid = (int)((rng >> 33) % NS);
@@ -159,8 +164,17 @@ static void test_random(void **st)
             for (int32_t i = 0; i < n; i++)
                 shadow[sid][i] = i < 10 ? prefix * 100 + i : (int32_t)((rng >> (i % 40)) & 7);
             int32_t cached;
-            int rc = kvb_seq_start(p, sid, (uint64_t)(prefix == 2), shadow[sid], n, m, &cached);
+            kvb_copy cp = {0};
+            int rc = (rng >> 45) & 1 ? kvb_seq_start_copy(p, sid, (uint64_t)(prefix == 2), shadow[sid], n, m,
+                                                          &cached, &cp)
+                                     : kvb_seq_start(p, sid, (uint64_t)(prefix == 2), shadow[sid], n, m, &cached);
             assert_true(rc == 0 || rc == MG_EBUSY);
+            if (rc == 0 && cp.rows > 0) {
+                assert_true(cp.src != cp.dst && cp.rows < BT);
+                assert_int_equal(kvb_seq_block(p, sid, cached - 1), cp.dst);
+                memcpy(data[cp.dst], data[cp.src], sizeof(int32_t) * (size_t)cp.rows);
+                copies++;
+            }
             if (rc == 0) {
                 active[sid] = true;
                 maxt[sid] = m;
@@ -169,6 +183,8 @@ static void test_random(void **st)
                 hits += cached > 0;
                 check_tokens(p, sid, shadow[sid], cached);
                 assert_int_equal(kvb_seq_append(p, sid, shadow[sid] + cached, n - cached), 0);
+                for (int32_t i = cached; i < n; i++)
+                    data[kvb_seq_block(p, sid, i)][i % BT] = shadow[sid][i];
                 len[sid] = n;
             }
         } else if (op == 0) {
@@ -178,15 +194,20 @@ static void test_random(void **st)
             int32_t tok = (int32_t)((rng >> 24) & 15);
             shadow[sid][len[sid]] = tok;
             assert_int_equal(kvb_seq_append(p, sid, &tok, 1), 0);
+            data[kvb_seq_block(p, sid, len[sid])][len[sid] % BT] = tok;
             len[sid]++;
         }
         for (int s = 0; s < NS; s++)
-            if (active[s])
+            if (active[s]) {
                 check_tokens(p, s, shadow[s], len[s]);
+                for (int32_t i = 0; i < len[s]; i++)
+                    assert_int_equal(data[kvb_seq_block(p, s, i)][i % BT], shadow[s][i]);
+            }
         check_accounting(p);
     }
     assert_true(started > 1000);
     assert_true(hits > 100);
+    assert_true(copies > 20);
     kvb_free(p);
 }
 
