@@ -102,8 +102,12 @@ typedef struct policy_server {
     const char *tls_client_ca;     /* NULL: no client certificates (no mTLS) */
     int64_t max_body_bytes;        /* request body cap (default 1 MiB) */
     int max_connections;           /* default 256 */
+    int max_connections_per_client; /* per client address (default min(64, max_connections)) */
     int request_timeout_s;         /* default 300 */
+    int idle_timeout_s;            /* a connection silent this long is closed (default 30) */
     int max_queue;                 /* queued requests before 503 (default 64) */
+    bool public_ready;             /* public_endpoints: GET /ready without a key */
+    bool public_metrics;           /* public_endpoints: GET /metrics without a key */
 } policy_server;
 
 typedef struct policy_model {

@@ -514,18 +514,23 @@ static bool parse_listen(vctx *c, const char *s, policy_server *sv)
     return true;
 }
 
+static const pnode *as_seq(vctx *c, const pnode *v, const char *path);
+
 static void validate_server(vctx *c, const pnode *m)
 {
     static const char *const keys[] = {"listen",    "tls",           "tls_cert",
                                        "tls_key",   "tls_client_ca", "allow_insecure_nonloopback",
-                                       "limits",    NULL};
+                                       "limits",    "public_endpoints", NULL};
     static const char *const limit_keys[] = {"max_body_bytes", "max_connections",
-                                             "request_timeout_s", "max_queue", NULL};
+                                             "max_connections_per_client", "request_timeout_s",
+                                             "idle_timeout_s", "max_queue", NULL};
+    static const char *const public_names[] = {"ready", "metrics", NULL};
     policy_server *sv = &c->p->cfg.server;
     sv->tls = true;
     sv->max_body_bytes = 1 << 20;
     sv->max_connections = 256;
     sv->request_timeout_s = 300;
+    sv->idle_timeout_s = 30;
     sv->max_queue = 64;
     if (!check_map(c, m, "server", keys))
         return;
@@ -573,6 +578,27 @@ static void validate_server(vctx *c, const pnode *m)
         opt_intv(c, lim, "server.limits", "max_connections", 1, 1000000, &sv->max_connections);
         opt_intv(c, lim, "server.limits", "request_timeout_s", 1, 86400, &sv->request_timeout_s);
         opt_intv(c, lim, "server.limits", "max_queue", 0, 1000000, &sv->max_queue);
+        opt_intv(c, lim, "server.limits", "idle_timeout_s", 1, 3600, &sv->idle_timeout_s);
+        opt_intv(c, lim, "server.limits", "max_connections_per_client", 1, 1000000,
+                 &sv->max_connections_per_client);
+    }
+    if (!sv->max_connections_per_client)
+        sv->max_connections_per_client = sv->max_connections < 64 ? sv->max_connections : 64;
+    const pnode *pv = get(m, "public_endpoints");
+    if (pv && as_seq(c, pv, "server.public_endpoints")) {
+        for (int i = 0; i < pv->n; i++) {
+            const pnode *e = pv->vals[i];
+            int k = -1;
+            for (int j = 0; e->kind == PN_SCALAR && public_names[j]; j++)
+                if (!strcmp(e->str, public_names[j]) && strlen(public_names[j]) == e->len)
+                    k = j;
+            if (k < 0)
+                verr(c, e, "server.public_endpoints[%d]: expected one of: ready, metrics", i);
+            else if (k == 0)
+                sv->public_ready = true;
+            else
+                sv->public_metrics = true;
+        }
     }
 }
 
