@@ -236,16 +236,27 @@ bool kvb_can_fit(const kvb_pool *p, int32_t max_tokens)
 
 static int32_t take_block(kvb_pool *p);
 
-/* A published child of parent whose first k tokens are tok[0..k). */
-static int32_t find_partial(const kvb_pool *p, uint64_t ns, int32_t parent, const int32_t *tok, int32_t k)
+/* The published child of parent that starts with the most of tok[0..k)
+ * (at least one token), or -1; *len receives how many. */
+static int32_t find_partial(const kvb_pool *p, uint64_t ns, int32_t parent, const int32_t *tok, int32_t k,
+                            int32_t *len)
 {
-    for (int32_t c = p->b[parent].child_head; c >= 0; c = p->b[c].sib_next) {
+    int32_t best = -1;
+    *len = 0;
+    for (int32_t c = p->b[parent].child_head; c >= 0 && *len < k; c = p->b[c].sib_next) {
         const block *b = &p->b[c];
-        if (b->published && b->ns == ns && b->parent_gen == p->b[parent].gen &&
-            !memcmp(p->tokens + (size_t)c * (size_t)p->bt, tok, (size_t)k * sizeof *tok))
-            return c;
+        if (!b->published || b->ns != ns || b->parent_gen != p->b[parent].gen)
+            continue;
+        const int32_t *ct = p->tokens + (size_t)c * (size_t)p->bt;
+        int32_t l = 0;
+        while (l < k && ct[l] == tok[l])
+            l++;
+        if (l > *len) {
+            *len = l;
+            best = c;
+        }
     }
-    return -1;
+    return best;
 }
 
 int kvb_seq_start(kvb_pool *p, int32_t sid, uint64_t ns, const int32_t *tokens, int32_t n, int32_t max_tokens,
@@ -282,8 +293,9 @@ int kvb_seq_start_copy(kvb_pool *p, int32_t sid, uint64_t ns, const int32_t *tok
     }
     /* the rest of the prompt but its last token, inside a cached full block */
     int32_t part = -1, rem = n - 1 - matched * p->bt;
-    if (copy && matched > 0 && rem > 0 && rem < p->bt)
-        part = find_partial(p, ns, blocks[matched - 1], tokens + (size_t)matched * (size_t)p->bt, rem);
+    if (copy && matched > 0 && rem > 0)
+        part = find_partial(p, ns, blocks[matched - 1], tokens + (size_t)matched * (size_t)p->bt,
+                            rem < p->bt ? rem : p->bt - 1, &rem);
     int32_t fresh = need - matched;
     if (fresh > p->n_free + p->n_cached - revived - (part >= 0 && p->b[part].ref == 0) - p->reserved) {
         part = -1; /* try again without the copy's source held */

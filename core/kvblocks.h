@@ -53,8 +53,9 @@ int kvb_seq_start(kvb_pool *p, int32_t seq, uint64_t ns, const int32_t *tokens, 
                   int32_t *n_cached);
 
 /* kvb_seq_start, and when the prompt's tail (short of a whole block, but
- * for its last token) matches the start of a cached full block, a fresh
- * block for seq that must begin with a copy of that block's first rows:
+ * for its last token) shares its first tokens with the start of a cached
+ * full block, a fresh block for seq that must begin with a copy of that
+ * block's first rows (as many as the longest match):
  * copy->rows > 0 says so (rows of block src into block dst, positions
  * 0..rows-1), and *n_cached counts them. The caller copies the keys and
  * values before anything else touches the pool. copy may be NULL (no
