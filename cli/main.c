@@ -44,6 +44,7 @@ static void usage(FILE *f)
     fprintf(f,
             "moegate %s — Mixture-of-Experts inference\n\n"
             "usage:\n"
+            "  moegate serve --policy FILE   (the HTTPS gateway, OpenAI-compatible API)\n"
             "  moegate run -m MODEL.gguf (-p TEXT | --tokens ID,ID,...) [options]\n"
             "  moegate chat -m MODEL.gguf [--system TEXT] [--template NAME] [--no-think] [-n N]\n"
             "  moegate model inspect MODEL.gguf\n"
@@ -981,6 +982,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
