@@ -19,7 +19,7 @@ MOEGATE_CACHE ?= $(HOME)/.cache/moegate
 export MOEGATE_CACHE
 
 # Every library the modules link; README.md says why each is there.
-PKGS    := openblas libpcre2-8 yaml-0.1 libpq libcrypto jansson
+PKGS    := openblas libpcre2-8 yaml-0.1 libpq libcrypto jansson libmicrohttpd gnutls
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
