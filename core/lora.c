@@ -161,11 +161,12 @@ static void lora_item_run(model *m, const lora_item *it, float *tmp, float *y, i
     for (int k = 0; k < it->n; k++)
         tensor_gemm(m->kt, p->type, u + (size_t)k * (size_t)r, r, p->a, (size_t)n_in * es, r,
                     x + (size_t)it->x_row[k] * (size_t)ldx, 0, 1, n_in);
+    (void)row;
     for (int64_t j = 0; j < r; j++) {
-        tensor_dequant_row(m->kt, p->type, row, (const char *)p->bt + (size_t)j * (size_t)n_out * es, n_out);
+        const void *bj = (const char *)p->bt + (size_t)j * (size_t)n_out * es;
         for (int k = 0; k < it->n; k++)
-            axpy(y + (size_t)it->y_row[k] * (size_t)ldy, p->scale * u[(size_t)k * (size_t)r + (size_t)j], row,
-                 n_out);
+            tensor_axpy(m->kt, p->type, y + (size_t)it->y_row[k] * (size_t)ldy,
+                        p->scale * u[(size_t)k * (size_t)r + (size_t)j], bj, n_out);
     }
 }
 

@@ -462,7 +462,7 @@ static void attn_latent_worker(void *arg, int ith, int nth)
         attn_scores(m->kt, scores, ld, j->kv, j->kv->k, j->il, seq, 0, pos + 1,
                     m->s.qfull + (t * nh + h0) * kvd, (size_t)kvd * sizeof(float), h1 - h0, kvd);
         for (int64_t h = h0; h < h1; h++)
-            attn_softmax_sum(m->s.olat + (t * nh + h) * kvl, scores + (h - h0) * ld, pos + 1,
+            attn_softmax_sum(m->kt, m->s.olat + (t * nh + h) * kvl, scores + (h - h0) * ld, pos + 1,
                              scale, j->kv, j->kv->k, j->il, seq, 0, kvl);
         it += h1 - h0;
     }

@@ -1071,7 +1071,7 @@ static void attn_worker(void *arg, int ith, int nth)
         attn_scores(m->kt, scores, ld, j->kv, j->kv->k, j->il, seq, g * hd, pos + 1, q,
                     (size_t)hd * sizeof(float), group, hd);
         for (int64_t h = 0; h < group; h++)
-            attn_softmax_sum(m->s.att + t * I->n_head * hd + (g * group + h) * hd, scores + h * ld,
+            attn_softmax_sum(m->kt, m->s.att + t * I->n_head * hd + (g * group + h) * hd, scores + h * ld,
                              pos + 1, scale, j->kv, j->kv->v, j->il, seq, g * hd, hd);
     }
 }

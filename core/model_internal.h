@@ -182,8 +182,9 @@ static inline void axpy(float *restrict out, float w, const float *restrict x, i
 /* out[0..width) = sum_p softmax(scale * sc)_p * row_p for p < n, where
  * row_p = kv_row(kv, base, il, seq, p) + off (the cached values, or latent
  * rows); sc is overwritten with the unnormalised weights. */
-static inline void attn_softmax_sum(float *out, float *sc, int32_t n, float scale, const model_kv *kv,
-                                    float *base, int64_t il, int32_t seq, int64_t off, int64_t width)
+static inline void attn_softmax_sum(const tensor_kernels *kt, float *out, float *sc, int32_t n, float scale,
+                                    const model_kv *kv, float *base, int64_t il, int32_t seq, int64_t off,
+                                    int64_t width)
 {
     float mx = -INFINITY;
     for (int32_t p = 0; p < n; p++) {
@@ -201,7 +202,7 @@ static inline void attn_softmax_sum(float *out, float *sc, int32_t n, float scal
         int32_t run = kv_run(kv, p0, n);
         const float *rows = kv_row(kv, base, il, seq, p0) + off;
         for (int32_t p = 0; p < run; p++)
-            axpy(out, sc[p0 + p] * inv, rows + (size_t)p * (size_t)kv->kv_dim, width);
+            tensor_axpy(kt, TENSOR_F32, out, sc[p0 + p] * inv, rows + (size_t)p * (size_t)kv->kv_dim, width);
         p0 += run;
     }
 }

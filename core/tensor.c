@@ -635,7 +635,26 @@ static void gemm_q6_K_scalar(float *y, int64_t ldy, const void *w, size_t ws, in
     gemm_rows_scalar(dot_q6_K, y, ldy, w, ws, nr, xa, xs, nt, k);
 }
 
+void tensor_axpy_scalar(uint32_t type, float *out, float w, const void *src, int64_t n)
+{
+    if (type == TENSOR_F32) {
+        const float *x = src;
+        for (int64_t i = 0; i < n; i++)
+            out[i] += w * x[i];
+    } else if (type == TENSOR_F16 || type == TENSOR_BF16) {
+        const uint16_t *h = src;
+        for (int64_t i = 0; i < n; i++)
+            out[i] += w * (type == TENSOR_F16 ? tensor_f16_to_f32(h[i]) : tensor_bf16_to_f32(h[i]));
+    }
+}
+
+void tensor_axpy(const tensor_kernels *kt, uint32_t type, float *out, float w, const void *src, int64_t n)
+{
+    kt->axpy(type, out, w, src, n);
+}
+
 const tensor_kernels tensor_kernels_scalar = {
+    .axpy = tensor_axpy_scalar,
     .name = "scalar",
     .isa = TENSOR_ISA_SCALAR,
     .dequant =

@@ -137,6 +137,10 @@ size_t tensor_act_row_bytes(uint32_t wtype, int64_t k);
 void tensor_act_prepare(const tensor_kernels *kt, uint32_t wtype, void *dst, const float *src,
                         int64_t k);
 
+/* out[0..n) += w * src[0..n), src a row of F32, F16 or BF16 values (LoRA
+ * factors, cached values); SIMD per the table. Other types: no-op. */
+void tensor_axpy(const tensor_kernels *kt, uint32_t type, float *out, float w, const void *src, int64_t n);
+
 /* y[t*ldy + r] = sum_{i<k} W[r][i] * X[t][i]   for r < nr, t < nt.
  *   w:  row r at (const char *)w + r*w_stride, nr rows of wtype, k elements
  *   xa: row t at (const char *)xa + t*xa_stride, prepared by

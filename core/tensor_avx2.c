@@ -523,7 +523,36 @@ static void act_k16_avx2(void *dst, const float *x, int64_t k)
     memset(row + used, 0, tensor_act_row_bytes(TENSOR_Q6_K, k) - used);
 }
 
+static void axpy_avx2(uint32_t type, float *out, float w, const void *src, int64_t n)
+{
+    __m256 vw = _mm256_set1_ps(w);
+    int64_t i = 0;
+    if (type == TENSOR_F32) {
+        const float *x = src;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + i), _mm256_loadu_ps(out + i)));
+    } else if (type == TENSOR_F16) {
+        const uint16_t *h = src;
+        for (; i + 8 <= n; i += 8) {
+            __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i)));
+            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vw, x, _mm256_loadu_ps(out + i)));
+        }
+    } else if (type == TENSOR_BF16) {
+        const uint16_t *h = src;
+        for (; i + 8 <= n; i += 8) {
+            __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i)));
+            __m256 x = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vw, x, _mm256_loadu_ps(out + i)));
+        }
+    } else {
+        return;
+    }
+    if (i < n)
+        tensor_axpy_scalar(type, out + i, w, (const char *)src + (size_t)i * (type == TENSOR_F32 ? 4 : 2), n - i);
+}
+
 const tensor_kernels tensor_kernels_avx2 = {
+    .axpy = axpy_avx2,
     .name = "avx2",
     .isa = TENSOR_ISA_AVX2,
     .dequant =

@@ -1316,7 +1316,36 @@ static void act_k16_avx512(void *dst, const float *x, int64_t k)
     memset(row + used, 0, tensor_act_row_bytes(TENSOR_Q6_K, k) - used);
 }
 
+static void axpy_avx512(uint32_t type, float *out, float w, const void *src, int64_t n)
+{
+    __m512 vw = _mm512_set1_ps(w);
+    int64_t i = 0;
+    if (type == TENSOR_F32) {
+        const float *x = src;
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(out + i, _mm512_fmadd_ps(vw, _mm512_loadu_ps(x + i), _mm512_loadu_ps(out + i)));
+    } else if (type == TENSOR_F16) {
+        const uint16_t *h = src;
+        for (; i + 16 <= n; i += 16) {
+            __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i)));
+            _mm512_storeu_ps(out + i, _mm512_fmadd_ps(vw, x, _mm512_loadu_ps(out + i)));
+        }
+    } else if (type == TENSOR_BF16) {
+        const uint16_t *h = src;
+        for (; i + 16 <= n; i += 16) {
+            __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(h + i)));
+            __m512 x = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            _mm512_storeu_ps(out + i, _mm512_fmadd_ps(vw, x, _mm512_loadu_ps(out + i)));
+        }
+    } else {
+        return;
+    }
+    if (i < n)
+        tensor_axpy_scalar(type, out + i, w, (const char *)src + (size_t)i * (type == TENSOR_F32 ? 4 : 2), n - i);
+}
+
 const tensor_kernels tensor_kernels_avx512 = {
+    .axpy = axpy_avx512,
     .name = "avx512",
     .isa = TENSOR_ISA_AVX512,
     .dequant =

@@ -226,7 +226,11 @@ struct tensor_kernels {
     tensor_dequant_fn dequant[TENSOR_TYPE_COUNT]; /* NULL: not computable */
     tensor_act_fn act[TENSOR_TYPE_COUNT];         /* indexed by weight type */
     tensor_gemm_fn gemm[TENSOR_TYPE_COUNT];
+    /* out[0..n) += w * src[0..n) for an F32, F16 or BF16 row */
+    void (*axpy)(uint32_t type, float *out, float w, const void *src, int64_t n);
 };
+
+void tensor_axpy_scalar(uint32_t type, float *out, float w, const void *src, int64_t n);
 
 extern const tensor_kernels tensor_kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)

@@ -820,6 +820,46 @@ static void test_gemm_vs_double(void **state)
     }
 }
 
+/* tensor_axpy: every table against float64 arithmetic, for f32, f16 and
+ * bf16 rows of lengths that exercise the vector body and the tail. */
+static void test_axpy_tables(void **state)
+{
+    (void)state;
+    const uint32_t types[3] = {TENSOR_F32, TENSOR_F16, TENSOR_BF16};
+    const int64_t lens[4] = {1, 15, 64, 1001};
+    for (int ti = 0; ti < 3; ti++)
+        for (int li = 0; li < 4; li++) {
+            int64_t n = lens[li];
+            float *x = malloc(sizeof(float) * (size_t)n), *base = malloc(sizeof(float) * (size_t)n);
+            uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                x[i] = (float)((i * 37 % 101) - 50) / 17.0f;
+                base[i] = (float)((i * 11 % 29) - 14) / 3.0f;
+                h[i] = types[ti] == TENSOR_F16 ? tensor_f32_to_f16(x[i]) : tensor_f32_to_bf16(x[i]);
+            }
+            const void *src = types[ti] == TENSOR_F32 ? (const void *)x : (const void *)h;
+            for (int isa = 0; isa < TENSOR_ISA_COUNT; isa++) {
+                const tensor_kernels *kt = tensor_kernels_get((enum tensor_isa)isa);
+                if (!kt)
+                    continue;
+                float *out = malloc(sizeof(float) * (size_t)n);
+                memcpy(out, base, sizeof(float) * (size_t)n);
+                tensor_axpy(kt, types[ti], out, 0.75f, src, n);
+                for (int64_t i = 0; i < n; i++) {
+                    double xv = types[ti] == TENSOR_F32   ? x[i]
+                                : types[ti] == TENSOR_F16 ? tensor_f16_to_f32(h[i])
+                                                          : tensor_bf16_to_f32(h[i]);
+                    double want = base[i] + 0.75 * xv;
+                    assert_true(fabs(out[i] - want) <= 1e-6 * (1 + fabs(want)));
+                }
+                free(out);
+            }
+            free(x);
+            free(base);
+            free(h);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -839,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_gemm_tables_small),
         cmocka_unit_test(test_gemm_tables_large),
         cmocka_unit_test(test_gemm_vs_double),
+        cmocka_unit_test(test_axpy_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
