@@ -22,6 +22,7 @@
 #include "core/tokenizer.h"
 #include "core/tensor.h"
 #include "core/lora.h"
+#include "adapters/lora.h"
 #include <math.h>
 #include <stdatomic.h>
 
@@ -757,6 +758,55 @@ static void test_adapters_batched_equals_alone(void **st)
         tokenizer_ids_free(&ids[i]);
 }
 
+/* A registry adapter unloaded while sequences use it: they finish with it
+ * (their tokens equal a run with it still loaded), and it is freed after the
+ * last one; under ASan any use after free would show. */
+static void test_registry_unload_in_use(void **st)
+{
+    (void)st;
+    const char *dir = getenv("MOEGATE_FIXTURES");
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/adapters/qwen3moe-tiny-peft-r8-f32", dir ? dir : "build/fixtures");
+    lora_registry *reg;
+    assert_int_equal(lora_registry_create(&reg, M, err, sizeof err), 0);
+    if (lora_registry_load(reg, "fin", path, 1.0f, err, sizeof err))
+        fail_msg("%s", err);
+    tokenizer_ids ids = {0};
+    assert_int_equal(tokenizer_encode(T, "risk report", 11, 0, &ids), 0);
+    result ref = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    result r[4];
+    serve *s;
+    serve_opts o = {.n_slots = 4, .n_ctx = 128, .step_tokens = 16};
+    assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+    uint64_t id;
+    /* reference: one sequence with the adapter loaded throughout */
+    model_lora *l = lora_registry_acquire(reg, "fin");
+    assert_non_null(l);
+    serve_params p = greedy(40);
+    p.ignore_eos = true;
+    p.lora = l;
+    assert_int_equal(serve_submit(s, ids.ids, ids.n, &p, on_token, &ref, &id, err, sizeof err), 0);
+    wait_done(&ref);
+    /* four more, then unload at once and drop our own reference */
+    for (int i = 0; i < 4; i++) {
+        r[i] = (result){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        assert_int_equal(serve_submit(s, ids.ids, ids.n, &p, on_token, &r[i], &id, err, sizeof err), 0);
+    }
+    assert_int_equal(lora_registry_unload(reg, "fin"), 0);
+    model_lora_release(l);
+    assert_null(lora_registry_acquire(reg, "fin"));
+    lora_registry_entry e[4];
+    assert_int_equal(lora_registry_list(reg, e, 4), 0);
+    for (int i = 0; i < 4; i++) {
+        wait_done(&r[i]);
+        assert_int_equal(r[i].n_tokens, 40);
+        assert_memory_equal(r[i].tokens, ref.tokens, sizeof(int32_t) * 40);
+    }
+    serve_close(s);
+    lora_registry_free(reg);
+    tokenizer_ids_free(&ids);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -768,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_seeded_batched_equals_alone),
         cmocka_unit_test(test_stress),
         cmocka_unit_test(test_adapters_batched_equals_alone),
+        cmocka_unit_test(test_registry_unload_in_use),
     };
     return cmocka_run_group_tests_name("serve", tests, setup, teardown);
 }
