@@ -68,6 +68,7 @@ static void usage(FILE *f)
             "  --isa NAME            highest kernel level: scalar, avx2, avx512\n"
             "  --dump-logits FILE    write every evaluated position's logits\n"
             "  --lora PATH[:SCALE]   apply a LoRA adapter (PEFT folder or GGUF file), scale 1 by default\n"
+            "  --kv-memory SIZE      KV cache pool, e.g. 512MiB (default: one full context)\n"
             "  --no-prefault         do not read the weights in at load\n"
             "  --show-special        print control tokens\n",
             MOEGATE_VERSION);
@@ -124,6 +125,28 @@ static long long parse_int(const char *opt, const char *s, long long lo, long lo
     if (errno || end == s || *end || v < lo || v > hi)
         die("option %s: '%s' is not an integer in [%lld, %lld]", opt, s, lo, hi);
     return v;
+}
+
+/* A size in bytes: digits with an optional KiB, MiB, GiB or TiB suffix. */
+static size_t parse_size(const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    if (!strcmp(end, "KiB"))
+        shift = 10;
+    else if (!strcmp(end, "MiB"))
+        shift = 20;
+    else if (!strcmp(end, "GiB"))
+        shift = 30;
+    else if (!strcmp(end, "TiB"))
+        shift = 40;
+    else if (*end)
+        end = NULL;
+    if (errno || !end || end == s || *s == '-' || v == 0 || v > (1ull << 50) >> shift)
+        die("option %s: '%s' is not a size (bytes, or a number with KiB, MiB, GiB or TiB)", opt, s);
+    return (size_t)(v << shift);
 }
 
 static double parse_num(const char *opt, const char *s)
@@ -378,6 +401,7 @@ static int cmd_run(int argc, char **argv)
     const char *model_path = NULL, *prompt = NULL, *tokens = NULL, *dump = NULL;
     const char *system = NULL, *tmpl_name = NULL, *lora_arg = NULL;
     int n_predict = 64;
+    size_t kv_memory = 0;
     bool prefault = true, show_special = false, as_chat = false, parse_special = false;
     bool ignore_eos = false, no_think = false;
     common_opts co = {.sp = sampler_defaults()};
@@ -398,6 +422,8 @@ static int cmd_run(int argc, char **argv)
             dump = v;
         else if (opt_val(&a, "--lora", NULL, &v))
             lora_arg = v;
+        else if (opt_val(&a, "--kv-memory", NULL, &v))
+            kv_memory = parse_size("--kv-memory", v);
         else if (!strcmp(s, "--no-prefault"))
             prefault = false;
         else if (!strcmp(s, "--show-special"))
@@ -481,7 +507,8 @@ static int cmd_run(int argc, char **argv)
         die("out of memory");
     if (dump && !(rs.dump = fopen(dump, "w")))
         die("--dump-logits: cannot write '%s': %s", dump, strerror(errno));
-    serve_opts so = {.n_slots = 1, .n_ctx = n_ctx, .step_tokens = n_prompt > 256 ? n_prompt : 256};
+    serve_opts so = {.n_slots = 1, .n_ctx = n_ctx, .step_tokens = n_prompt > 256 ? n_prompt : 256,
+                     .kv_memory = kv_memory};
     serve *sv;
     if (serve_open(&sv, m, tok, &so, err, sizeof err))
         die("%s", err);
