@@ -53,7 +53,7 @@ expect_fail unknown-opt "unknown option" "$MG" run -m "$M" --frobnicate
 expect_fail kv-size "is not a size" "$MG" run -m "$M" --tokens 1 --kv-memory 12XB
 expect_fail kv-tiny "must hold" "$MG" run -m "$M" --tokens 1 --kv-memory 1KiB
 expect_fail kv-short "KV blocks" "$MG" run -m "$M" --tokens 1,2,3 -n 200 --kv-memory 64KiB
-expect_fail lora-missing "No such file\|cannot\|not found" "$MG" run -m "$M" --tokens 1 --lora /nonexistent/adapter
+expect_fail lora-missing "no such file or folder" "$MG" run -m "$M" --tokens 1 --lora /nonexistent/adapter
 expect_fail no-model "-m MODEL.gguf is required" "$MG" run --tokens 1
 expect_fail bad-isa "unknown ISA" "$MG" run -m "$M" --tokens 1 --isa sse9
 # one defect per model file, each named in the error
