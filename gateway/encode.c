@@ -165,6 +165,30 @@ void gw_buf_jsonz(gw_buf *b, const char *s)
         gw_buf_puts(b, "null");
 }
 
+void gw_buf_utf8(gw_buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && u[j] < 0x80)
+            j++;
+        if (j > i) {
+            gw_buf_put(b, s + i, j - i);
+            i = j;
+            continue;
+        }
+        size_t k = utf8_len(u + i, n - i);
+        if (k) {
+            gw_buf_put(b, s + i, k);
+            i += k;
+        } else {
+            gw_buf_put(b, "\xef\xbf\xbd", 3);
+            i++;
+        }
+    }
+}
+
 char *gw_buf_take(gw_buf *b, size_t *len)
 {
     if (b->oom || !grow(b, 0)) {

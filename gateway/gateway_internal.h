@@ -37,6 +37,8 @@ void gw_buf_printf(gw_buf *b, const char *fmt, ...) __attribute__((format(printf
 /* s[0..n) as a JSON string with quotes; bytes that are not UTF-8 become U+FFFD. */
 void gw_buf_json(gw_buf *b, const char *s, size_t n);
 void gw_buf_jsonz(gw_buf *b, const char *s); /* NULL: null */
+/* s[0..n) with every byte that is not part of valid UTF-8 replaced by U+FFFD. */
+void gw_buf_utf8(gw_buf *b, const char *s, size_t n);
 /* Takes the buffer's memory (NUL-terminated; free() it); NULL when out of memory. */
 char *gw_buf_take(gw_buf *b, size_t *len);
 
@@ -183,6 +185,7 @@ struct gw_req {
     char *body;
     size_t body_len, body_cap;
     bool body_too_large;
+    size_t discarded;              /* body bytes dropped after the cap */
     /* who */
     const policy *pol;             /* snapshot for the whole request */
     const policy_tenant *tenant;
@@ -209,7 +212,8 @@ struct gw_req {
     bool in_engine;                /* submitted and not finished */
     bool finished;
     enum serve_finish finish;
-    bool client_gone;              /* the watcher saw the client leave, or MHD ended it */
+    bool client_gone;              /* MHD ended the request with an error */
+    atomic_bool peer_closed;       /* the watcher saw the client close its socket */
     bool audit_done;
     bool audit_failed;
     bool suspended;                /* we suspended the connection; resume exactly once */

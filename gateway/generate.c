@@ -147,8 +147,14 @@ static void put_chunk(gw_req *r, const char *text, size_t len, const char *finis
     gw_buf_puts(b, "}\n\n");
 }
 
-static void sse_text(gw_req *r, const char *text, size_t len, bool final)
+static void sse_text(gw_req *r, const char *raw, size_t raw_len, bool final)
 {
+    /* the engine emits bytes a model never completed into a character as
+     * they are: made valid here, so redaction and the audit see UTF-8 */
+    gw_buf clean = {0};
+    gw_buf_utf8(&clean, raw, raw_len);
+    const char *text = clean.p ? clean.p : "";
+    size_t len = clean.len;
     const char *send = text;
     size_t n = len;
     char *owned = NULL;
@@ -172,13 +178,16 @@ static void sse_text(gw_req *r, const char *text, size_t len, bool final)
         put_chunk(r, send, n, NULL, false);
     }
     free(owned);
+    gw_buf_free(&clean);
 }
 
 /* The error (deadline, engine error) that ended a generation, or 0. */
 static int finish_error(gw_req *r, enum serve_finish f)
 {
     if (f == SERVE_CANCELLED) {
-        if (atomic_load(&r->g->stopping))
+        if (atomic_load(&r->peer_closed))
+            gw_req_error(r, 499, "client_closed_request", NULL, "the client closed the connection");
+        else if (atomic_load(&r->g->stopping))
             gw_req_error(r, 503, "shutting_down", NULL, "the server is shutting down");
         else
             gw_req_error(r, 504, "request_timeout", NULL, "the request exceeded its deadline of %d s",
@@ -310,7 +319,15 @@ enum MHD_Result gw_generate_resume(gw_req *r)
     enum serve_finish f = r->finish;
     int64_t n_completion = r->n_completion;
     pthread_mutex_unlock(&r->mu);
-    if (!finish_error(r, f)) {
+    gw_buf clean = {0};
+    gw_buf_utf8(&clean, text ? text : "", len);
+    free(text);
+    text = gw_buf_take(&clean, &len);
+    if (!text) {
+        gw_req_error(r, 500, "internal_error", NULL, "out of memory");
+        f = SERVE_RUNNING;
+    }
+    if (f != SERVE_RUNNING && !finish_error(r, f)) {
         if (r->red) {
             policy_redact_result res;
             char err[256];

@@ -76,6 +76,7 @@ static const char tls_priorities[] =
     "-SIGN-ECDSA-SHA1:-SIGN-DSA-SHA1:%SERVER_PRECEDENCE";
 
 #define MAX_FILE_BYTES (1 << 20) /* certificates and keys */
+#define MAX_DISCARD ((size_t)64 << 20) /* body bytes read and dropped after the cap before we hang up */
 
 /* ---- time ------------------------------------------------------------------------------ */
 
@@ -343,6 +344,7 @@ static void *watch_main(void *arg)
             }
             for (gw_req *r = g->act_head; r; r = r->act_next)
                 if (r->watch_id == ev[i].data.u64) {
+                    atomic_store(&r->peer_closed, true);
                     if (r->serve_id)
                         gone[n_gone++] = r->serve_id;
                     break;
@@ -667,9 +669,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         int64_t max = policy_get_config(r->pol)->server.max_body_bytes;
-        if (r->body_len + n > (size_t)max) {
-            gw_req_error(r, 413, "request_too_large", NULL, "the request body exceeds %lld bytes", (long long)max);
-            return gw_req_respond(r); /* MHD closes the connection after it */
+        if (r->body_too_large || r->body_len + n > (size_t)max) {
+            /* a chunked body over the cap: libmicrohttpd cannot answer in the
+             * middle of an upload, so the rest is read and dropped (up to
+             * MAX_DISCARD, then the connection is cut) and 413 follows */
+            if (!r->body_too_large) {
+                r->body_too_large = true;
+                free(r->body);
+                r->body = NULL;
+                r->body_len = r->body_cap = 0;
+            }
+            r->discarded += n;
+            return r->discarded > MAX_DISCARD ? MHD_NO : MHD_YES;
         }
         if (r->body_len + n + 1 > r->body_cap) {
             size_t cap = r->body_cap ? r->body_cap : 4096;
@@ -691,6 +702,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     switch (r->state) {
     case GW_BODY:
+        if (r->body_too_large) {
+            gw_req_error(r, 413, "request_too_large", NULL, "the request body exceeds %lld bytes",
+                         (long long)policy_get_config(r->pol)->server.max_body_bytes);
+            return gw_req_respond(r);
+        }
         return needs_body(r->route) ? handle_body(r) : handle_get(r);
     case GW_GENERATING:
         return gw_generate_resume(r);
