@@ -69,6 +69,8 @@ static void usage(FILE *f)
             "  --dump-logits FILE    write every evaluated position's logits\n"
             "  --lora PATH[:SCALE]   apply a LoRA adapter (PEFT folder or GGUF file), scale 1 by default\n"
             "  --kv-memory SIZE      KV cache pool, e.g. 512MiB (default: one full context)\n"
+            "  --merge               with --lora: merge the adapter into a private copy of the weights it\n"
+            "                        touches at load (one domain per deployment) instead of per token\n"
             "  --no-prefault         do not read the weights in at load\n"
             "  --show-special        print control tokens\n",
             MOEGATE_VERSION);
@@ -403,13 +405,15 @@ static int cmd_run(int argc, char **argv)
     int n_predict = 64;
     size_t kv_memory = 0;
     bool prefault = true, show_special = false, as_chat = false, parse_special = false;
-    bool ignore_eos = false, no_think = false;
+    bool ignore_eos = false, no_think = false, lora_merge = false;
     common_opts co = {.sp = sampler_defaults()};
     args a = {argc, 0, argv};
     for (a.i = 0; a.i < argc; a.i++) {
         const char *v, *s = argv[a.i];
         if (opt_val(&a, "--model", "-m", &v))
             model_path = v;
+        else if (!strcmp(s, "--merge"))
+            lora_merge = true;
         else if (opt_val(&a, "--prompt", "-p", &v))
             prompt = v;
         else if (opt_val(&a, "--tokens", NULL, &v))
@@ -494,7 +498,16 @@ static int cmd_run(int argc, char **argv)
         }
         if (lora_load(&lora, m, lpath, lscale, err, sizeof err))
             die("--lora: %s", err);
-        fprintf(stderr, "moegate: adapter %s (scale %g, %.1f MB)\n", lpath, lscale, lora_bytes(lora) / 1e6);
+        fprintf(stderr, "moegate: adapter %s (scale %g, %.1f MB)%s\n", lpath, lscale, lora_bytes(lora) / 1e6,
+                lora_merge ? ", merged into the weights" : "");
+        if (lora_merge) {
+            if (model_merge_lora(m, lora, err, sizeof err))
+                die("--merge: %s", err);
+            model_lora_release(lora);
+            lora = NULL;
+        }
+    } else if (lora_merge) {
+        die("--merge needs --lora");
     }
 
     /* through the serving engine, as the gateway does: one sequence, the

@@ -406,3 +406,157 @@ void lora_apply_kv_b(model *m, const model_batch *b, int b0, int n, int64_t il, 
     kvb_job j = {m, g.items, g.n_items, values};
     pool_run(m->pool, kvb_worker, &j);
 }
+
+/* ---- merge at load ------------------------------------------------------------------ */
+
+/* Private copy of matrix e of w (all of a stack when e < 0); returns the
+ * new base pointer of matrix e (or of the stack). */
+static void *own_copy(model *m, const wmat *w, int64_t e)
+{
+    size_t bytes = e < 0 ? w->mat_bytes * (size_t)w->n_mat : w->mat_bytes;
+    void *p = model_own_alloc(m, bytes);
+    if (!p)
+        return NULL;
+    if (e < 0 && !w->split)
+        memcpy(p, w->data, bytes);
+    else if (e < 0)
+        for (int64_t i = 0; i < w->n_mat; i++)
+            memcpy((char *)p + (size_t)i * w->mat_bytes, w->split[i], w->mat_bytes);
+    else
+        memcpy(p, wmat_data(w, e), bytes);
+    return p;
+}
+
+/* row (f32, n_in) += scale * sum_j bt[j][o] * A_j, for output row o of a pair */
+static void delta_row(const tensor_kernels *kt, const lora_pair *p, int64_t o, int64_t n_out, int64_t n_in,
+                      float *row, float *tmp)
+{
+    size_t es = type_size(p->type);
+    for (int64_t j = 0; j < p->r; j++) {
+        tensor_dequant_row(kt, p->type, tmp, (const char *)p->bt + ((size_t)j * (size_t)n_out + (size_t)o) * es, 1);
+        float c = p->scale * tmp[0];
+        if (c != 0)
+            tensor_axpy(kt, p->type, row, c, (const char *)p->a + (size_t)j * (size_t)n_in * es, n_in);
+    }
+}
+
+/* Matrix data (n_out rows of w's type at base) += the pair's delta. */
+static int merge_matrix(model *m, const wmat *w, void *base, const lora_pair *p, int64_t n_out, int64_t n_in,
+                        float *row, float *tmp)
+{
+    for (int64_t o = 0; o < n_out; o++) {
+        char *dst = (char *)base + (size_t)o * w->row_bytes;
+        tensor_dequant_row(m->kt, w->type, row, dst, n_in);
+        delta_row(m->kt, p, o, n_out, n_in, row, tmp);
+        if (tensor_quantize_row(w->type, dst, row, n_in))
+            return MG_EUNSUPPORTED;
+    }
+    return MG_OK;
+}
+
+int model_merge_lora(model *m, const model_lora *l, char *err, size_t errlen)
+{
+    int rc = model_lora_check(m, l, err, errlen);
+    if (rc)
+        return rc;
+    const model_info *I = &m->info;
+    int64_t wmax = I->n_vocab > I->dim ? I->dim : I->dim;
+    wmax = I->expert_ff > wmax ? I->expert_ff : wmax;
+    wmax = I->dense_ff > wmax ? I->dense_ff : wmax;
+    wmax = I->shared_ff > wmax ? I->shared_ff : wmax;
+    wmax = I->n_head * I->head_dim > wmax ? I->n_head * I->head_dim : wmax;
+    wmax = I->kv_lora_rank + 64 > wmax ? I->kv_lora_rank + 64 : wmax;
+    wmax = I->q_lora_rank > wmax ? I->q_lora_rank : wmax;
+    wmax = I->n_head * I->v_head_dim > wmax ? I->n_head * I->v_head_dim : wmax;
+    float *row = malloc(sizeof(float) * (size_t)(wmax + 16)), tmp[16];
+    if (!row) {
+        mg_err_set(err, errlen, "lora merge: out of memory");
+        return MG_ENOMEM;
+    }
+    for (int64_t il = 0; il < I->n_layer && !rc; il++) {
+        layer *L = &m->layers[il];
+        for (int t = 0; t < LORA_N_TARGET && !rc; t++) {
+            const lora_pair *p = l->layer[il].t[t];
+            if (!p)
+                continue;
+            int64_t n_out, n_in, ne;
+            model_lora_shape(m, il, (enum lora_target)t, &n_out, &n_in, &ne);
+            if (t == LORA_ATTN_KV_B) {
+                if (p->r == 0)
+                    continue;
+                /* fused rows h*(nope+vh) + i: keys then values of head h */
+                int64_t nope = I->qk_nope, vh = I->v_head_dim, kvl = I->kv_lora_rank;
+                if (!I->kv_b_split) {
+                    const void *old = L->wkv_b.data;
+                    void *nb = own_copy(m, &L->wkv_b, -1);
+                    if (!nb) {
+                        rc = MG_ENOMEM;
+                        break;
+                    }
+                    rc = merge_matrix(m, &L->wkv_b, nb, p, n_out, n_in, row, tmp);
+                    L->wkv_b.data = nb;
+                    L->wv_b.data = (const char *)nb + ((const char *)L->wv_b.data - (const char *)old);
+                    continue;
+                }
+                /* split: k_b[h] [kvl][nope] (transposed), v_b[h] [vh][kvl] */
+                void *kb = own_copy(m, &L->wk_b, -1), *vb = own_copy(m, &L->wv_b, -1);
+                if (!kb || !vb) {
+                    rc = MG_ENOMEM;
+                    break;
+                }
+                float *col = malloc(sizeof(float) * (size_t)(nope * kvl));
+                if (!col) {
+                    rc = MG_ENOMEM;
+                    break;
+                }
+                for (int64_t h = 0; h < I->n_head && !rc; h++) {
+                    /* key part: delta[i][c] for i < nope, written into k_b[h][c][i] */
+                    memset(col, 0, sizeof(float) * (size_t)(nope * kvl));
+                    for (int64_t i = 0; i < nope; i++)
+                        delta_row(m->kt, p, h * (nope + vh) + i, n_out, kvl, col + i * kvl, tmp);
+                    char *kh = (char *)kb + (size_t)h * L->wk_b.mat_bytes;
+                    for (int64_t c = 0; c < kvl && !rc; c++) {
+                        char *dst = kh + (size_t)c * L->wk_b.row_bytes;
+                        tensor_dequant_row(m->kt, L->wk_b.type, row, dst, nope);
+                        for (int64_t i = 0; i < nope; i++)
+                            row[i] += col[i * kvl + c];
+                        if (tensor_quantize_row(L->wk_b.type, dst, row, nope))
+                            rc = MG_EUNSUPPORTED;
+                    }
+                    char *vhp = (char *)vb + (size_t)h * L->wv_b.mat_bytes;
+                    for (int64_t i = 0; i < vh && !rc; i++) {
+                        char *dst = vhp + (size_t)i * L->wv_b.row_bytes;
+                        tensor_dequant_row(m->kt, L->wv_b.type, row, dst, kvl);
+                        delta_row(m->kt, p, h * (nope + vh) + nope + i, n_out, kvl, row, tmp);
+                        if (tensor_quantize_row(L->wv_b.type, dst, row, kvl))
+                            rc = MG_EUNSUPPORTED;
+                    }
+                }
+                free(col);
+                L->wk_b.data = kb;
+                L->wk_b.split = NULL;
+                L->wv_b.data = vb;
+                L->wv_b.split = NULL;
+                continue;
+            }
+            wmat *w = (wmat *)model_lora_base(m, il, (enum lora_target)t);
+            void *nb = own_copy(m, w, -1);
+            if (!nb) {
+                rc = MG_ENOMEM;
+                break;
+            }
+            for (int64_t e = 0; e < ne && !rc; e++)
+                if (p[e].r > 0)
+                    rc = merge_matrix(m, w, (char *)nb + (size_t)e * w->mat_bytes, &p[e], n_out, n_in, row, tmp);
+            w->data = nb;
+            w->split = NULL;
+        }
+    }
+    free(row);
+    if (rc == MG_ENOMEM)
+        mg_err_set(err, errlen, "lora merge: out of memory for the merged copies");
+    else if (rc)
+        mg_err_set(err, errlen, "lora merge: the base's weight type cannot be re-quantised here (f32, f16, bf16, "
+                   "q8_0, q4_0, q4_K, q5_K, q6_K can)");
+    return rc;
+}

@@ -94,6 +94,16 @@ int model_lora_shape(const struct model *m, int64_t il, enum lora_target t, int6
  * message names layer and target. */
 int model_lora_check(const struct model *m, const model_lora *l, char *err, size_t errlen);
 
+/* Merge at load, for a deployment that serves one domain: every matrix the
+ * adapter touches gets a private copy holding W + scale * B A, re-quantised
+ * to the base's type (f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K; others
+ * MG_EUNSUPPORTED), and the model uses it for every sequence from then on;
+ * untouched weights stay mapped from the file. Call before any forward pass
+ * (not while a scheduler runs). The adapter is not needed afterwards. With
+ * a quantised base, re-quantising adds that type's rounding to the delta;
+ * the unmerged path (model_batch.lora) has none. */
+int model_merge_lora(struct model *m, const model_lora *l, char *err, size_t errlen);
+
 static inline model_lora *model_lora_retain(model_lora *l)
 {
     if (l)

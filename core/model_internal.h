@@ -235,6 +235,8 @@ void lora_apply_experts(model *m, const model_batch *b, int b0, int64_t il, enum
 /* deepseek2 kv_b in the absorbed form: the query side (m->s.qfull from
  * m->s.q) or the value side (m->s.att from m->s.olat). */
 void lora_apply_kv_b(model *m, const model_batch *b, int b0, int n, int64_t il, bool values);
+/* The base matrix of a target (NULL when the layer has none). */
+const wmat *model_lora_base(const model *m, int64_t il, enum lora_target t);
 
 /* ---- deepseek2 multi-head latent attention (mla.c) ---- */
 

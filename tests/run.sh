@@ -52,6 +52,12 @@ if [ "$QUICK" = "--quick" ]; then
 else
     suite reference "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" --fixtures "$FIX" \
         --adapters "$FIX/adapters" --adapter-bases f32 q4_K
+    # merged at load (moegate run --merge) into f32, f16 and q8_0 bases: the
+    # same tolerances (a q4_K base adds its own rounding of the merged
+    # weights, about 3-7e-2 relative, and is not checked this way)
+    suite reference-merged "$PYTHON" tests/reference/compare.py --moegate "$BUILD/moegate" \
+        --fixtures "$FIX" --only qwen3moe-tiny-f32 --only mixtral-tiny-f32 --only qwen2moe-tiny-f16 \
+        --only deepseek2-lite-tiny-q8_0 --only deepseek3-tiny-f32 --adapters "$FIX/adapters" --merge
     suite cli sh tests/cli/test_cli.sh "$BUILD/moegate" "$FIX"
     # libFuzzer targets (built by `make fuzz`), a short seeded run each,
     # starting from tests/fuzz/corpus/<target>/ when the target has one,

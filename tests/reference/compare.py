@@ -37,8 +37,9 @@ Tolerances (by the least precise matrix type in the file):
 
 With --adapters DIR, each model is also run with every LoRA adapter of its
 family in DIR (tests/fixtures/gen_adapters.py: DIR/FAMILY-*): the engine
-with `--lora ADAPTER` (applied unmerged, per token) against the reference on
-the merged weights W + scale * B A (tests/adapters/merge_ref.py, written
+with `--lora ADAPTER` (applied unmerged, per token; with --merge, merged into
+a private copy of the weights at load: `moegate run --merge`) against the
+reference on the merged weights W + scale * B A (tests/adapters/merge_ref.py, written
 from the PEFT and GGUF LoRA definitions), same tolerances.
 
 Prints one line per model, e.g. "PASS qwen3moe-tiny-q4_K rel=1.2e-03
@@ -125,14 +126,14 @@ def printed_tokens(text):
     return found
 
 
-def check_model(path, moegate, workdir, timeout, verbose, adapter=None):
+def check_model(path, moegate, workdir, timeout, verbose, adapter=None, merge=False):
     """Returns (ok, line)."""
     stem = os.path.basename(path)[:-len(".gguf")]
     if adapter:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "adapters"))
         import merge_ref  # noqa: E402
         model = merge_ref.ref_model(path, adapter)
-        stem += "+" + os.path.basename(adapter.rstrip("/"))
+        stem += ("*" if merge else "+") + os.path.basename(adapter.rstrip("/"))
     else:
         model = rf.RefModel(path)
     tol, tol_kind = tolerance(model.reader)
@@ -143,7 +144,7 @@ def check_model(path, moegate, workdir, timeout, verbose, adapter=None):
     cmd = [moegate, "run", "-m", path, "--tokens", ",".join(map(str, prompt)),
            "-n", str(N_GEN), "--temp", "0", "--threads", "2", "--dump-logits", dump]
     if adapter:
-        cmd += ["--lora", adapter]
+        cmd += ["--lora", adapter] + (["--merge"] if merge else [])
     t0 = time.time()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -203,6 +204,8 @@ def main(argv=None):
     ap.add_argument("--adapters", help="also run every LoRA adapter of the model's family in this directory")
     ap.add_argument("--adapter-bases", nargs="+", action="extend",
                     help="with --adapters: only these variants (e.g. f32 q8_0) get adapter runs")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --adapters: merge each adapter into the weights at load (moegate run --merge)")
     args = ap.parse_args(argv)
 
     paths = sorted(p for p in glob.glob(os.path.join(args.fixtures, "*.gguf"))
@@ -233,7 +236,8 @@ def main(argv=None):
                     runs.append((path, ad))
         for path, ad in runs:
             try:
-                ok, line = check_model(path, args.moegate, workdir, args.timeout, args.verbose, ad)
+                ok, line = check_model(path, args.moegate, workdir, args.timeout, args.verbose, ad,
+                                       args.merge and ad is not None)
             except Exception as e:          # a broken fixture is a failure, not a crash
                 ok, line = False, "FAIL %s%s %s: %s" % (os.path.basename(path), " + " + ad if ad else "",
                                                       type(e).__name__, e)
