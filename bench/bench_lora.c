@@ -30,30 +30,12 @@
 #include "core/serve.h"
 #include "core/tensor.h"
 #include "core/tokenizer.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench/bench_util.h"
 
 static void die(const char *msg)
 {
     fprintf(stderr, "bench_lora: %s\n", msg);
     exit(1);
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -140,61 +122,6 @@ static model_lora *make_lora(const model *m, int r, uint32_t type, uint64_t id)
     return &ml->l;
 }
 
-/* ---- generation ---------------------------------------------------------------- */
-
-typedef struct track {
-    pthread_mutex_t *mu;
-    pthread_cond_t *cv;
-    int *n_done;
-    int n_tokens;
-    double t_first, t_end;
-} track;
-
-static void on_token(void *ud, const char *text, size_t len, int32_t token, enum serve_finish f)
-{
-    (void)text;
-    (void)len;
-    track *t = ud;
-    if (token >= 0 && f == SERVE_RUNNING && t->n_tokens++ == 0)
-        t->t_first = now();
-    if (f != SERVE_RUNNING) {
-        t->t_end = now();
-        pthread_mutex_lock(t->mu);
-        ++*t->n_done;
-        pthread_cond_signal(t->cv);
-        pthread_mutex_unlock(t->mu);
-    }
-}
-
-static double run(serve *s, int32_t *const *prompts, int c, int plen, int gen, model_lora *const *ad)
-{
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-    int n_done = 0;
-    track tr[256];
-    char err[256];
-    for (int i = 0; i < c; i++) {
-        tr[i] = (track){&mu, &cv, &n_done, 0, 0, 0};
-        serve_params p = {.sampling = sampler_defaults(), .max_tokens = gen, .ignore_eos = true, .lora = ad[i]};
-        p.sampling.temperature = 0;
-        uint64_t id;
-        if (serve_submit(s, prompts[i], (size_t)plen, &p, on_token, &tr[i], &id, err, sizeof err))
-            die(err);
-    }
-    pthread_mutex_lock(&mu);
-    while (n_done < c)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
-    double t_first = 0, t_end = 0;
-    long toks = 0;
-    for (int i = 0; i < c; i++) {
-        t_first = tr[i].t_first > t_first ? tr[i].t_first : t_first;
-        t_end = tr[i].t_end > t_end ? tr[i].t_end : t_end;
-        toks += tr[i].n_tokens - 1;
-    }
-    return (double)toks / (t_end - t_first);
-}
-
 int main(int argc, char **argv)
 {
     const char *path = NULL, *tname = "bf16";
@@ -233,7 +160,7 @@ int main(int argc, char **argv)
         die(err);
     const model_info *I = model_get_info(m);
 
-    double t0 = now();
+    double t0 = bench_now();
     model_lora **ads = malloc(sizeof *ads * (size_t)conc);
     for (int i = 0; i < conc; i++)
         ads[i] = make_lora(m, rank, type, 1 + (uint64_t)i);
@@ -247,15 +174,18 @@ int main(int argc, char **argv)
                     mb += (double)ne * (double)rank * (double)(no + ni) * (double)es / 1e6;
             }
     }
-    fprintf(stderr, "bench_lora: %d adapters of %.0f MB each built in %.1f s\n", conc, mb, now() - t0);
+    fprintf(stderr, "bench_lora: %d adapters of %.0f MB each built in %.1f s\n", conc, mb, bench_now() - t0);
 
     serve *s;
     serve_opts so = {.n_slots = conc, .n_ctx = plen + gen + 8, .step_tokens = 256};
     if (serve_open(&s, m, tok, &so, err, sizeof err))
         die(err);
     int32_t **prompts = malloc(sizeof *prompts * (size_t)conc);
+    int *lens = malloc(sizeof *lens * (size_t)conc);
+    bench_track *tr = malloc(sizeof *tr * (size_t)conc);
     for (int i = 0; i < conc; i++) {
         prompts[i] = malloc(sizeof(int32_t) * (size_t)plen);
+        lens[i] = plen;
         for (int j = 0; j < plen; j++)
             prompts[i][j] = (int32_t)(1000 + rnd() % 20000);
     }
@@ -267,13 +197,13 @@ int main(int argc, char **argv)
     double rate[3][50];
     for (int r = 0; r <= reps; r++) /* the first round warms up */
         for (int k = 0; k < 3; k++) {
-            double v = run(s, prompts, conc, plen, gen, cfg[k]);
+            double v = bench_generate(s, prompts, lens, conc, gen, cfg[k], tr);
             if (r > 0)
                 rate[k][r - 1] = v;
         }
     double med[3];
     for (int k = 0; k < 3; k++)
-        med[k] = median(rate[k], reps);
+        med[k] = bench_median(rate[k], reps);
     const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     printf("model %s, %d threads, kernels %s; %d concurrent sequences, %d-token prompts, %d generated each; "
            "adapters rank %d (%s) on every attention and routed-expert projection, %.0f MB each; median of %d\n\n",
@@ -288,6 +218,8 @@ int main(int argc, char **argv)
     }
     free(ads);
     free(prompts);
+    free(lens);
+    free(tr);
     free(none);
     free(one);
     tokenizer_free(tok);

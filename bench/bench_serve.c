@@ -32,54 +32,12 @@
 #include "core/model.h"
 #include "core/serve.h"
 #include "core/tokenizer.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench/bench_util.h"
 
 static void die(const char *msg)
 {
     fprintf(stderr, "bench_serve: %s\n", msg);
     exit(1);
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-typedef struct track {
-    pthread_mutex_t *mu;
-    pthread_cond_t *cv;
-    int *n_done;
-    int n_tokens;
-    double t_first, t_end;
-} track;
-
-static void on_token(void *ud, const char *text, size_t len, int32_t token, enum serve_finish f)
-{
-    (void)text;
-    (void)len;
-    track *t = ud;
-    if (token >= 0 && f == SERVE_RUNNING && t->n_tokens++ == 0)
-        t->t_first = now();
-    if (f != SERVE_RUNNING) {
-        t->t_end = now();
-        pthread_mutex_lock(t->mu);
-        ++*t->n_done;
-        pthread_cond_signal(t->cv);
-        pthread_mutex_unlock(t->mu);
-    }
 }
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -98,27 +56,6 @@ static void random_prompt(int32_t *out, int n)
 {
     for (int i = 0; i < n; i++)
         out[i] = normal_ids[rnd() % (uint64_t)n_normal];
-}
-
-/* Submits n requests, waits for all; fills their trackers. */
-static void run_batch(serve *s, int32_t *const *prompts, const int *lens, int n, int gen, track *tr)
-{
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-    int n_done = 0;
-    char err[256];
-    for (int i = 0; i < n; i++) {
-        tr[i] = (track){&mu, &cv, &n_done, 0, 0, 0};
-        serve_params p = {.sampling = sampler_defaults(), .max_tokens = gen, .ignore_eos = true};
-        p.sampling.temperature = 0;
-        uint64_t id;
-        if (serve_submit(s, prompts[i], (size_t)lens[i], &p, on_token, &tr[i], &id, err, sizeof err))
-            die(err);
-    }
-    pthread_mutex_lock(&mu);
-    while (n_done < n)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
 }
 
 static int parse_list(const char *s, int *out, int max)
@@ -201,11 +138,11 @@ int main(int argc, char **argv)
             pos[i] = i;
         for (int r = 0; r <= reps; r++) {
             model_batch b = {.n = PP, .token = tk, .pos = pos, .seq = seq, .want_logits = want};
-            double t0 = now();
+            double t0 = bench_now();
             if (model_forward(m, kv, &b, lg, err, sizeof err))
                 die(err);
             if (r > 0)
-                pp[r - 1] = PP / (now() - t0);
+                pp[r - 1] = PP / (bench_now() - t0);
         }
         free(lg);
         free(tk);
@@ -214,7 +151,7 @@ int main(int argc, char **argv)
         free(want);
         model_kv_free(kv);
     }
-    double engine_pp = median(pp, reps);
+    double engine_pp = bench_median(pp, reps);
 
     /* 1. aggregate generation rate by concurrency */
     double agg[16], step_ms1 = 0;
@@ -227,7 +164,7 @@ int main(int argc, char **argv)
         double rate[50];
         int32_t **prompts = malloc(sizeof *prompts * (size_t)c);
         int *lens = malloc(sizeof *lens * (size_t)c);
-        track *tr = malloc(sizeof *tr * (size_t)c);
+        bench_track *tr = malloc(sizeof *tr * (size_t)c);
         for (int i = 0; i < c; i++) {
             prompts[i] = malloc(sizeof(int32_t) * (size_t)plen);
             lens[i] = plen;
@@ -235,7 +172,7 @@ int main(int argc, char **argv)
         for (int r = 0; r <= reps; r++) { /* the first is a warm-up */
             for (int i = 0; i < c; i++)
                 random_prompt(prompts[i], plen);
-            run_batch(s, prompts, lens, c, gen, tr);
+            bench_generate(s, prompts, lens, c, gen, NULL, tr);
             double t_first = 0, t_end = 0;
             long toks = 0;
             for (int i = 0; i < c; i++) {
@@ -247,7 +184,7 @@ int main(int argc, char **argv)
             if (r > 0)
                 rate[r - 1] = (double)toks / (t_end - t_first);
         }
-        agg[k] = median(rate, reps);
+        agg[k] = bench_median(rate, reps);
         if (c == 1)
             step_ms1 = 1000.0 / agg[k];
         for (int i = 0; i < c; i++)
@@ -273,15 +210,15 @@ int main(int argc, char **argv)
             random_prompt(b + sys_len, qlen);
             int32_t *pa[1] = {a}, *pb[1] = {b};
             int la[1] = {total};
-            track tr[1];
-            double t0 = now();
-            run_batch(s, pa, la, 1, 2, tr);
+            bench_track tr[1];
+            double t0 = bench_now();
+            bench_generate(s, pa, la, 1, 2, NULL, tr);
             double c_s = tr[0].t_first - t0;
-            t0 = now();
-            run_batch(s, pb, la, 1, 2, tr);
+            t0 = bench_now();
+            bench_generate(s, pb, la, 1, 2, NULL, tr);
             double h_s = tr[0].t_first - t0;
-            t0 = now();
-            run_batch(s, pa, la, 1, 2, tr);
+            t0 = bench_now();
+            bench_generate(s, pa, la, 1, 2, NULL, tr);
             double a_s = tr[0].t_first - t0;
             if (r > 0) {
                 cold[r - 1] = c_s * 1000;
@@ -297,7 +234,7 @@ int main(int argc, char **argv)
         free(b);
         serve_close(s);
     }
-    double cold_ms = median(cold, reps), hot_ms = median(hot, reps), again_ms = median(again, reps);
+    double cold_ms = bench_median(cold, reps), hot_ms = bench_median(hot, reps), again_ms = bench_median(again, reps);
     double cold_pp = total / (cold_ms / 1000);
 
     const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
