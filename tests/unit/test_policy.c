@@ -199,7 +199,32 @@ static void test_base_loads(void **st)
     assert_int_equal(c->audit.on_failure, POLICY_AUDIT_REJECT);
     assert_int_equal(c->model.chat_template, POLICY_TEMPLATE_AUTO);
     assert_int_equal(c->server.max_body_bytes, 1 << 20);
+    assert_int_equal(c->server.max_connections_per_client, 64);
+    assert_int_equal(c->server.idle_timeout_s, 30);
+    assert_false(c->server.public_ready || c->server.public_metrics);
     policy_release(p);
+}
+
+/* The gateway's connection limits and public endpoints. */
+static void test_gateway_settings(void **st)
+{
+    (void)st;
+    diags g;
+    policy *p = NULL;
+    assert_int_equal(load_text(edit("  listen:", "  listen: 127.0.0.1:8443\n"
+                                              "  limits: {max_connections: 10, idle_timeout_s: 5}\n"
+                                              "  public_endpoints: [ready, metrics]\n"),
+                               &g, &p),
+                     0);
+    const policy_config *c = policy_get_config(p);
+    assert_int_equal(c->server.max_connections_per_client, 10); /* never above the total */
+    assert_int_equal(c->server.idle_timeout_s, 5);
+    assert_true(c->server.public_ready && c->server.public_metrics);
+    policy_release(p);
+    expect_one(edit("  listen:", "  listen: 127.0.0.1:8443\n  public_endpoints: [health]\n"),
+               "3:22: error: server.public_endpoints[0]: expected one of: ready, metrics");
+    expect_one(edit("  listen:", "  listen: 127.0.0.1:8443\n  limits: {idle_timeout_s: 0}\n"),
+               "3:28: error: server.limits.idle_timeout_s: expected an integer from 1 to 3600, got 0");
 }
 
 static void test_values(void **st)
@@ -680,6 +705,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base_loads),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_gateway_settings),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_wrong_type),
         cmocka_unit_test(test_missing_required),
