@@ -7,7 +7,7 @@
 # gateway path enqueues the record; strict durability adds a commit per
 # response, measured in its own row), request logs on, to a file. Load comes
 # from wrk (Debian package `wrk`, installed here when missing) on the same
-# 2 cores, keep-alive, 16 connections:
+# 2 cores (1 wrk thread unless a row says -t2), keep-alive, 16 connections:
 #
 #   1. GET /v1/models with an API key (no model work): TLS, then plain HTTP
 #   2. POST /v1/chat/completions, one user message, greedy, max_tokens 1:
@@ -118,12 +118,12 @@ wrk.headers["Authorization"] = "Bearer $KEY"
 EOF
 
 # run_wrk NAME CONNECTIONS ARGS... -> "req/s p50_ms p99_ms" in $T/NAME
+# (WRK_THREADS: wrk threads, default 1: one core for the load, one for the server)
 run_wrk() {
     name=$1
     c=$2
     shift 2
-    th=2
-    [ "$c" -lt 2 ] && th=1
+    th=${WRK_THREADS:-1}
     # warm-up (TLS sessions, prefix cache), then the measured run
     wrk -t$th -c"$c" -d2s "$@" >/dev/null 2>&1 || true
     wrk -t$th -c"$c" -d"${SECS}s" --latency "$@" >"$T/$name.wrk" 2>&1
@@ -147,6 +147,7 @@ PYEOF
 AUTH="Authorization: Bearer $KEY"
 start on async
 run_wrk models_tls 16 -H "$AUTH" "$URL/v1/models"
+WRK_THREADS=2 run_wrk models_tls_t2 16 -H "$AUTH" "$URL/v1/models"
 run_wrk chat_tls 16 -s "$T/chat.lua" "$URL/v1/chat/completions"
 run_wrk chat_tls_1 1 -s "$T/chat.lua" "$URL/v1/chat/completions"
 stop_server
@@ -155,6 +156,7 @@ run_wrk chat_tls_strict 16 -s "$T/chat.lua" "$URL/v1/chat/completions"
 stop_server
 start off async
 run_wrk models_http 16 -H "$AUTH" "$URL/v1/models"
+WRK_THREADS=2 run_wrk models_http_t2 16 -H "$AUTH" "$URL/v1/models"
 run_wrk chat_http 16 -s "$T/chat.lua" "$URL/v1/chat/completions"
 run_wrk chat_http_1 1 -s "$T/chat.lua" "$URL/v1/chat/completions"
 stop_server
@@ -181,12 +183,14 @@ row() { # label file [direct-file]
     printf "| %s | %s | %s | %s | %s |%s\n" "$label" "$rps" "$p50" "$p99" "${add:-}" "$extra"
 }
 echo
-echo "wrk $(wrk --version 2>&1 | head -n 1 | awk '{print $2}'), $(nproc) CPUs shared by wrk and the server; ${SECS}s per row, keep-alive"
+echo "wrk $(wrk --version 2>&1 | head -n 1 | awk '{print $2}') (1 thread unless marked), $(nproc) CPUs shared by wrk and the server; ${SECS}s per row, keep-alive; request logs on"
 echo
 echo "| path | req/s | p50 ms | p99 ms | added p50 / p99 ms |"
 echo "|---|---|---|---|---|"
 row "GET /v1/models + key, TLS, 16 conn" models_tls
+row "GET /v1/models + key, TLS, 16 conn, wrk -t2" models_tls_t2
 row "GET /v1/models + key, plain HTTP, 16 conn" models_http
+row "GET /v1/models + key, plain HTTP, 16 conn, wrk -t2" models_http_t2
 row "chat 1 token, TLS, 16 conn (audit async)" chat_tls direct16
 row "chat 1 token, TLS, 16 conn (audit strict)" chat_tls_strict direct16
 row "chat 1 token, plain HTTP, 16 conn" chat_http direct16
