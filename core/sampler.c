@@ -165,6 +165,23 @@ int32_t sampler_sample(sampler *s, float *logits, const int32_t *history, int n_
     if (p->temperature <= 0 || logits[best] == -INFINITY)
         return best;
 
+    if ((p->top_k <= 0 || p->top_k >= s->n_vocab) && p->top_p >= 1.0f && p->min_p <= 0) {
+        /* nothing truncates the distribution (OpenAI's defaults): sample
+         * the full softmax in id order, no sorting */
+        double sum = 0, mx = logits[best];
+        for (int64_t i = 0; i < s->n_vocab; i++) {
+            double e = logits[i] == -INFINITY ? 0 : exp(((double)logits[i] - mx) / p->temperature);
+            logits[i] = (float)e;
+            sum += e;
+        }
+        double r = next_unit(s->rng) * sum, acc = 0;
+        for (int64_t i = 0; i < s->n_vocab; i++) {
+            acc += logits[i];
+            if (r < acc && logits[i] > 0)
+                return (int32_t)i;
+        }
+        return best;
+    }
     /* candidates: logits within 40 temperatures of the best (the others
      * have probability below e^-40 relative to it, far under float
      * resolution), then top-k via a bounded min-heap, then sorted. */
