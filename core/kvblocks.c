@@ -34,7 +34,8 @@ typedef struct block {
     uint32_t parent_gen;
     uint64_t ns;
     uint64_t hash;
-    bool published;
+    bool published;              /* in the prefix cache (hashed if full, else only a child) */
+    bool hashed;                 /* in a bucket chain: full blocks only */
     int32_t lru_prev, lru_next;  /* cached list, when published and ref == 0 */
     int32_t hnext;               /* bucket chain, when published */
     int32_t child_head;          /* published children of this generation */
@@ -185,10 +186,13 @@ static void unpublish(kvb_pool *p, int32_t i)
 {
     block *b = &p->b[i];
     unlink_child(p, i);
-    int32_t *link = &p->bucket[b->hash & p->bucket_mask];
-    while (*link != i)
-        link = &p->b[*link].hnext;
-    *link = b->hnext;
+    if (b->hashed) {
+        int32_t *link = &p->bucket[b->hash & p->bucket_mask];
+        while (*link != i)
+            link = &p->b[*link].hnext;
+        *link = b->hnext;
+        b->hashed = false;
+    }
     b->published = false;
 }
 
@@ -198,7 +202,7 @@ static int32_t find(const kvb_pool *p, uint64_t ns, int32_t parent, const int32_
     uint64_t h = block_key(ns, parent, pgen, tok, p->bt);
     for (int32_t i = p->bucket[h & p->bucket_mask]; i >= 0; i = p->b[i].hnext) {
         const block *b = &p->b[i];
-        if (b->hash == h && b->ns == ns && b->parent == parent && b->parent_gen == pgen &&
+        if (b->hash == h && b->hashed && b->ns == ns && b->parent == parent && b->parent_gen == pgen &&
             !memcmp(p->tokens + (size_t)i * (size_t)p->bt, tok, (size_t)p->bt * sizeof *tok))
             return i;
     }
@@ -214,6 +218,7 @@ static void publish(kvb_pool *p, int32_t i)
     b->hash = block_key(b->ns, b->parent, b->parent_gen, tok, p->bt);
     b->hnext = p->bucket[b->hash & p->bucket_mask];
     p->bucket[b->hash & p->bucket_mask] = i;
+    b->hashed = true;
     b->published = true;
     if (b->parent >= 0 && p->b[b->parent].gen == b->parent_gen) {
         b->sib_next = p->b[b->parent].child_head;
@@ -248,8 +253,8 @@ static int32_t find_partial(const kvb_pool *p, uint64_t ns, int32_t parent, cons
         if (!b->published || b->ns != ns || b->parent_gen != p->b[parent].gen)
             continue;
         const int32_t *ct = p->tokens + (size_t)c * (size_t)p->bt;
-        int32_t l = 0;
-        while (l < k && ct[l] == tok[l])
+        int32_t l = 0, lim = k < b->n_tok ? k : b->n_tok; /* a partial block holds n_tok */
+        while (l < lim && ct[l] == tok[l])
             l++;
         if (l > *len) {
             *len = l;
@@ -441,6 +446,15 @@ void kvb_seq_end(kvb_pool *p, int32_t sid)
         block *b = &p->b[i];
         if (--b->ref > 0)
             continue;
+        if (!b->published && k == s->n_blocks - 1 && b->n_tok > 0 && b->n_tok < p->bt && b->parent >= 0 &&
+            p->b[b->parent].gen == b->parent_gen && p->b[b->parent].published) {
+            /* the unfinished last block: cached too, for a later prompt that
+             * shares its first rows (copied, never shared: it stays as is) */
+            b->published = true;
+            b->sib_next = p->b[b->parent].child_head;
+            p->b[b->parent].child_head = i;
+            b->linked = true;
+        }
         if (b->published)
             lru_push(p, i);
         else

@@ -7,7 +7,9 @@
  *
  * Blocks: each is free, owned (referenced by one or more sequences), or
  * cached (no reference, but still holding a full block of a known prefix,
- * reusable until evicted, least recently used first). A full block is
+ * or the unfinished last block of an ended sequence, reusable until
+ * evicted, least recently used first; the unfinished ones only through
+ * kvb_seq_start_copy, which copies their rows). A full block is
  * published in the prefix cache under a hash of (namespace, every token up to
  * its end); the namespace separates prefixes whose KV differs for the same
  * tokens (another adapter, another model). Lookups compare the tokens too, so

@@ -427,7 +427,7 @@ int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *op
     if (o.step_tokens <= 0)
         o.step_tokens = 256;
     if (o.block_tokens <= 0)
-        o.block_tokens = 16;
+        o.block_tokens = 64;
     if (o.n_slots > 4096 || o.step_tokens > (1 << 16) || o.max_queue > (1 << 20) || o.block_tokens > 4096 ||
         o.n_ctx > I->n_ctx_train) {
         mg_err_set(err, errlen, "serve: n_slots %d / step_tokens %d / max_queue %d / block_tokens %d / n_ctx %d "

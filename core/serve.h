@@ -50,7 +50,7 @@ typedef struct serve_opts {
     int step_tokens;  /* prompt tokens evaluated per step across sequences (default 256) */
     size_t kv_memory; /* bytes of the KV block pool (default: n_slots full contexts, at
                        * most 4 GiB, and at least one full context) */
-    int block_tokens; /* positions per KV block (default 16) */
+    int block_tokens; /* positions per KV block (default 64) */
 } serve_opts;
 
 enum serve_finish {
