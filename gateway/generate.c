@@ -536,6 +536,15 @@ enum MHD_Result gw_generate_start(gw_req *r)
         mt = r->tenant->max_tokens;
     if (r->preq.max_tokens <= 0 && mt > room)
         mt = room;
+    if (r->preq.max_tokens <= 0) {
+        /* no max_tokens: at most what the KV pool could ever hold beside
+         * the prompt (the engine reserves prompt + max_tokens up front) */
+        serve_stats ss;
+        serve_get_stats(g->o.serve, &ss);
+        int64_t pool_room = (int64_t)ss.kv_blocks_total * ss.block_tokens - r->n_prompt;
+        if (mt > pool_room)
+            mt = pool_room;
+    }
     if (mt < 1 || mt > room) {
         gw_req_error(r, 400, "context_length_exceeded", r->preq.max_tokens > 0 ? "max_tokens" : "messages",
                      "this model's context is %d tokens; the prompt has %lld and %lld more were asked for", g->n_ctx,
