@@ -402,6 +402,28 @@ int kvb_seq_append(kvb_pool *p, int32_t sid, const int32_t *tokens, int32_t n)
     return 0;
 }
 
+int kvb_seq_grow(kvb_pool *p, int32_t sid, int32_t max_tokens)
+{
+    if (sid < 0 || sid >= p->n_seq || !p->s[sid].active || max_tokens < p->s[sid].max_tokens)
+        return MG_EINVAL;
+    seq *s = &p->s[sid];
+    int32_t need = blocks_for(p, max_tokens), have = blocks_for(p, s->max_tokens), extra = need - have;
+    if (need > p->n_blocks)
+        return MG_ERANGE;
+    if (extra > p->n_free + p->n_cached - p->reserved)
+        return MG_EBUSY;
+    if (extra > 0) {
+        int32_t *blocks = realloc(s->blocks, (size_t)need * sizeof *blocks);
+        if (!blocks)
+            return MG_ENOMEM;
+        s->blocks = blocks;
+    }
+    s->reserved += extra;
+    p->reserved += extra;
+    s->max_tokens = max_tokens;
+    return 0;
+}
+
 int32_t kvb_seq_block(const kvb_pool *p, int32_t sid, int32_t pos)
 {
     if (sid < 0 || sid >= p->n_seq || !p->s[sid].active || pos < 0 || pos >= p->s[sid].len)

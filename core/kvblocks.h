@@ -73,6 +73,11 @@ int kvb_seq_start_copy(kvb_pool *p, int32_t seq, uint64_t ns, const int32_t *tok
  * max_tokens. */
 int kvb_seq_append(kvb_pool *p, int32_t seq, const int32_t *tokens, int32_t n);
 
+/* Raises seq's limit to max_tokens, reserving the blocks that takes.
+ * MG_EBUSY when the pool cannot promise them now (nothing changes),
+ * MG_EINVAL for an idle seq or a lower limit. */
+int kvb_seq_grow(kvb_pool *p, int32_t seq, int32_t max_tokens);
+
 /* The block holding position pos of seq, or -1. */
 int32_t kvb_seq_block(const kvb_pool *p, int32_t seq, int32_t pos);
 int32_t kvb_seq_len(const kvb_pool *p, int32_t seq);

@@ -37,7 +37,12 @@ typedef struct req {
     uint64_t id;
     int32_t *hist; /* prompt, then generated tokens; capacity n_prompt + max_tokens */
     int n_prompt, n_hist;
-    int max_len; /* n_prompt + max_tokens: the KV positions reserved */
+    int n_fill;  /* tokens to evaluate before decoding: the prompt, or after a
+                  * preemption the whole history (recomputed, mostly from the
+                  * prefix cache) */
+    int max_len; /* n_prompt + max_tokens */
+    int resv;    /* KV positions reserved now (grows by reserve_tokens up to max_len) */
+    uint64_t admitted; /* admission order: the youngest is preempted first */
     int n_eval; /* tokens whose keys and values are in the cache */
     uint64_t ns; /* prefix-cache namespace: the adapter, or unique (logits_cb) */
     int n_gen;
@@ -68,6 +73,7 @@ struct serve {
     int n_waiting;
     req **slot; /* [n_slots] */
     uint64_t next_id;
+    uint64_t n_admitted;
     bool stopping;
     serve_stats st;
     double busy_s;
@@ -169,6 +175,71 @@ static bool is_stop_token(const serve *s, const req *r, int32_t id)
     return false;
 }
 
+/* ---- preemption ------------------------------------------------------------------ */
+
+/* v gives its blocks back (full ones stay in the prefix cache, its
+ * unfinished last block too) and returns to the head of the queue; it
+ * resumes by re-evaluating its history, mostly found in the cache. Its
+ * sampler, stop matcher and text stream are untouched, so its output goes
+ * on exactly where it stopped. */
+static void preempt(serve *s, req *v)
+{
+    kvb_seq_end(s->kvp, v->slot);
+    pthread_mutex_lock(&s->mu);
+    s->slot[v->slot] = NULL;
+    v->slot = -1;
+    v->n_eval = 0;
+    v->next = s->wait_head;
+    s->wait_head = v;
+    if (!s->wait_tail)
+        s->wait_tail = v;
+    s->n_waiting++;
+    s->st.waiting = s->n_waiting;
+    s->st.preemptions++;
+    s->st.running = 0;
+    for (int i = 0; i < s->o.n_slots; i++)
+        s->st.running += s->slot[i] != NULL;
+    s->st.slots_used = s->st.running;
+    copy_kv_stats(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Every generating sequence whose next position lies past its reservation
+ * reserves another run of reserve_tokens (up to its max_len). When the pool
+ * cannot promise it, the youngest running sequence is preempted, possibly
+ * the one asking; the oldest always progresses (one sequence alone always
+ * fits: submit checks that). */
+static int grow_reservations(serve *s, char *err, size_t errlen)
+{
+    for (int i = 0; i < s->o.n_slots; i++) {
+        req *r = s->slot[i];
+        if (!r || r->n_eval < r->n_fill || r->n_hist <= r->resv)
+            continue;
+        int want = r->resv + s->o.reserve_tokens > r->max_len ? r->max_len : r->resv + s->o.reserve_tokens;
+        while (s->slot[i] == r) {
+            int rc = kvb_seq_grow(s->kvp, i, want);
+            if (rc == 0) {
+                r->resv = want;
+                break;
+            }
+            if (rc != MG_EBUSY) {
+                mg_err_set(err, errlen, "serve: growing the KV reservation of sequence %d: %s", i, mg_err_name(rc));
+                return rc;
+            }
+            req *victim = NULL;
+            for (int j = 0; j < s->o.n_slots; j++)
+                if (s->slot[j] && !s->slot[j]->p.logits_cb && (!victim || s->slot[j]->admitted > victim->admitted))
+                    victim = s->slot[j];
+            if (!victim) {
+                mg_err_set(err, errlen, "serve: the KV pool cannot grow sequence %d and nothing can be preempted", i);
+                return MG_EBUSY;
+            }
+            preempt(s, victim);
+        }
+    }
+    return 0;
+}
+
 /* ---- one step ------------------------------------------------------------------ */
 
 static int step(serve *s, char *err, size_t errlen)
@@ -198,7 +269,12 @@ static int step(serve *s, char *err, size_t errlen)
         req *r = s->wait_head;
         int32_t n_cached = 0;
         kvb_copy cp;
-        int rc = kvb_seq_start_copy(s->kvp, i, r->ns, r->hist, r->n_prompt, r->max_len, &n_cached, &cp);
+        /* reserve the prompt (or, after a preemption, the history) and a
+         * first run of answer; a logits request reserves everything (it is
+         * never preempted: its positions are reported once) */
+        int resv = r->p.logits_cb || r->n_hist + s->o.reserve_tokens > r->max_len ? r->max_len
+                                                                                  : r->n_hist + s->o.reserve_tokens;
+        int rc = kvb_seq_start_copy(s->kvp, i, r->ns, r->hist, r->n_hist, resv, &n_cached, &cp);
         if (rc == MG_EBUSY)
             break; /* the pool cannot hold it yet: it waits, and so do those behind it */
         if (!rc && cp.rows > 0) /* the prompt's tail inside a cached block: its rows */
@@ -216,6 +292,9 @@ static int step(serve *s, char *err, size_t errlen)
         r->next = NULL;
         r->slot = i;
         r->n_eval = n_cached;
+        r->n_fill = r->n_hist;
+        r->resv = resv;
+        r->admitted = ++s->n_admitted;
         s->slot[i] = r;
     }
     for (int i = 0; i < s->o.n_slots && n_cancelled < 64; i++) {
@@ -239,12 +318,16 @@ static int step(serve *s, char *err, size_t errlen)
     for (int k = 0; k < n_cancelled; k++)
         finish(s, cancelled[k], SERVE_CANCELLED, false, -1);
 
+    int grc = grow_reservations(s, err, errlen);
+    if (grc)
+        return grc;
+
     /* gather: decode tokens first, then prompt chunks within the budget */
     int n = 0, budget = s->o.step_tokens, rows_free = s->o.n_slots + EXTRA_LOGIT_ROWS;
     bool any_lora = false;
     for (int i = 0; i < s->o.n_slots; i++) {
         req *r = s->slot[i];
-        if (!r || r->n_eval < r->n_prompt)
+        if (!r || r->n_eval < r->n_fill)
             continue;
         int p = r->n_hist - 1; /* the last sampled token, not yet evaluated */
         s->b_tok[n] = r->hist[p];
@@ -257,21 +340,21 @@ static int step(serve *s, char *err, size_t errlen)
     }
     for (int i = 0; i < s->o.n_slots && budget > 0; i++) {
         req *r = s->slot[i];
-        if (!r || r->n_eval >= r->n_prompt)
+        if (!r || r->n_eval >= r->n_fill)
             continue;
-        int k = r->n_prompt - r->n_eval;
+        int k = r->n_fill - r->n_eval;
         if (k > budget)
             k = budget;
         if (r->p.logits_cb && k > rows_free)
             k = rows_free; /* every row wants logits */
-        if (k <= 0 || (!r->p.logits_cb && rows_free <= 0 && r->n_eval + k == r->n_prompt))
+        if (k <= 0 || (!r->p.logits_cb && rows_free <= 0 && r->n_eval + k == r->n_fill))
             continue;
         for (int j = 0; j < k; j++) {
             int p = r->n_eval + j;
             s->b_tok[n] = r->hist[p];
             s->b_pos[n] = p;
             s->b_seq[n] = i;
-            s->b_want[n] = p == r->n_prompt - 1 || r->p.logits_cb;
+            s->b_want[n] = p == r->n_fill - 1 || r->p.logits_cb;
             s->b_lora[n] = r->lora_ref;
             rows_free -= s->b_want[n];
             s->b_req[n++] = r;
@@ -310,7 +393,7 @@ static int step(serve *s, char *err, size_t errlen)
     int row = 0, generated = 0, prompt_tokens = 0;
     for (int j = 0; j < n; j++) {
         req *r = s->b_req[j];
-        if (s->b_pos[j] < r->n_prompt)
+        if (s->b_pos[j] < r->n_fill)
             prompt_tokens++;
         if (!s->b_want[j])
             continue;
@@ -428,6 +511,8 @@ int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *op
         o.step_tokens = 256;
     if (o.block_tokens <= 0)
         o.block_tokens = 64;
+    if (o.reserve_tokens <= 0)
+        o.reserve_tokens = 256;
     if (o.n_slots > 4096 || o.step_tokens > (1 << 16) || o.max_queue > (1 << 20) || o.block_tokens > 4096 ||
         o.n_ctx > I->n_ctx_train) {
         mg_err_set(err, errlen, "serve: n_slots %d / step_tokens %d / max_queue %d / block_tokens %d / n_ctx %d "
@@ -558,7 +643,7 @@ int serve_submit(serve *s, const int32_t *prompt, size_t n, const serve_params *
     memcpy(r->hist, prompt, n * sizeof *prompt);
     if (p->n_stop_ids)
         memcpy(r->stop_ids, p->stop_ids, p->n_stop_ids * sizeof *r->stop_ids);
-    r->n_prompt = r->n_hist = (int)n;
+    r->n_prompt = r->n_hist = r->n_fill = (int)n;
     r->max_len = (int)n + p->max_tokens;
     r->p = *p;
     r->lora_ref = model_lora_retain(p->lora);

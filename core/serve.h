@@ -13,10 +13,17 @@
  *
  * KV cache: a paged pool of kv_memory bytes in blocks of block_tokens
  * positions (core/kvblocks.h decides which block holds what). A request is
- * admitted when a sequence slot is free and the pool can hold its prompt plus
- * max_tokens (reserved up front, so memory is never over-committed and a
- * running sequence never stalls); otherwise it waits in the queue, in order.
- * A request that could never fit is refused at submit with the reason.
+ * admitted when a sequence slot is free and the pool can promise its prompt
+ * plus reserve_tokens of answer; otherwise it waits in the queue, in order.
+ * A generating sequence reserves reserve_tokens more each time it reaches
+ * its reservation; when the pool cannot promise them, the youngest running
+ * sequence is preempted: its blocks return to the pool (full ones stay in
+ * the prefix cache) and it goes back to the head of the queue, to resume
+ * later by re-evaluating its history (mostly a prefix-cache hit) with its
+ * sampler and stream state intact, so its output is the same. Memory is
+ * never over-committed: a block is used only once promised. A request that
+ * could never fit (prompt + max_tokens beyond the whole pool) is refused at
+ * submit with the reason.
  *
  * Prefix cache: every full block of evaluated tokens is published under a
  * hash of all tokens up to its end and the adapter in use; a later prompt
@@ -51,6 +58,8 @@ typedef struct serve_opts {
     size_t kv_memory; /* bytes of the KV block pool (default: n_slots full contexts, at
                        * most 4 GiB, and at least one full context) */
     int block_tokens; /* positions per KV block (default 64) */
+    int reserve_tokens; /* answer positions reserved at admission and at each growth
+                         * (default 256) */
 } serve_opts;
 
 enum serve_finish {
@@ -102,6 +111,7 @@ typedef struct serve_stats {
     size_t kv_bytes;
     /* prefix cache: prompt tokens of admitted requests, and those found cached */
     int64_t prefix_lookup_tokens, prefix_hit_tokens, prefix_evictions;
+    int64_t preemptions; /* sequences sent back to the queue to free KV blocks */
 } serve_stats;
 
 /* Starts the scheduler for model m (tok decodes its output and names the

@@ -542,7 +542,7 @@ static void test_stress(void **st)
     char err[256];
     size_t bb = model_kv_block_bytes(M, 16);
     serve_opts o = {.n_slots = 6, .n_ctx = 384, .max_queue = N, .step_tokens = 40, .block_tokens = 16,
-                    .kv_memory = 40 * bb};
+                    .kv_memory = 40 * bb, .reserve_tokens = 16}; /* small runs: preemptions happen too */
     assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
     stress_req *q = calloc(N, sizeof *q);
     unsigned seed = 1234;
@@ -611,7 +611,7 @@ static void test_stress(void **st)
     assert_int_equal(stt.kv_blocks_reserved, 0);
     assert_int_equal(stt.kv_blocks_free + stt.kv_blocks_cached, stt.kv_blocks_total);
     assert_true(stt.prefix_hit_tokens > 0);
-    fprintf(stderr, "stress: stop %d length %d cancelled %d error/refused %d, prefix hit %lld of %lld\n", finished[SERVE_STOP], finished[SERVE_LENGTH], finished[SERVE_CANCELLED], finished[SERVE_ERROR], (long long)stt.prefix_hit_tokens, (long long)stt.prefix_lookup_tokens);
+    fprintf(stderr, "stress: stop %d length %d cancelled %d error/refused %d, prefix hit %lld of %lld, %lld preemptions\n", finished[SERVE_STOP], finished[SERVE_LENGTH], finished[SERVE_CANCELLED], finished[SERVE_ERROR], (long long)stt.prefix_hit_tokens, (long long)stt.prefix_lookup_tokens, (long long)stt.preemptions);
     assert_true(finished[SERVE_CANCELLED] > 0);
     assert_true(finished[SERVE_LENGTH] > 0);
     assert_true(finished[SERVE_STOP] > 0);
@@ -807,6 +807,55 @@ static void test_registry_unload_in_use(void **st)
     tokenizer_ids_free(&ids);
 }
 
+/* More demand than KV memory: sequences reserve their answer in runs of 16
+ * positions; when the pool cannot promise the next run, the youngest is
+ * preempted and later resumes by re-evaluating its history. Every answer
+ * is still exactly what it is alone, and every block comes back. */
+static void test_preemption(void **st)
+{
+    (void)st;
+    enum { N = 4, GEN = 100 };
+    serve *s;
+    char err[256];
+    serve_opts o = {.n_slots = N, .n_ctx = 256, .step_tokens = 32, .block_tokens = 16, .reserve_tokens = 16,
+                    .kv_memory = 12 * model_kv_block_bytes(M, 16)};
+    assert_int_equal(serve_open(&s, M, T, &o, err, sizeof err), 0);
+    tokenizer_ids ids[N];
+    unsigned seed = 5;
+    char txt[512];
+    result r[N];
+    for (int i = 0; i < N; i++) {
+        memset(&ids[i], 0, sizeof ids[i]);
+        words(txt, sizeof txt, 3 + 2 * i, &seed);
+        assert_int_equal(tokenizer_encode(T, txt, strlen(txt), 0, &ids[i]), 0);
+        r[i] = (result){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        serve_params p = greedy(GEN);
+        p.ignore_eos = true;
+        uint64_t id;
+        assert_int_equal(serve_submit(s, ids[i].ids, ids[i].n, &p, on_token, &r[i], &id, err, sizeof err), 0);
+    }
+    for (int i = 0; i < N; i++)
+        wait_done(&r[i]);
+    serve_stats stt;
+    serve_get_stats(s, &stt);
+    fprintf(stderr, "preemption: %lld preemptions, prefix hits %lld of %lld tokens\n", (long long)stt.preemptions,
+            (long long)stt.prefix_hit_tokens, (long long)stt.prefix_lookup_tokens);
+    assert_true(stt.preemptions > 0);
+    assert_int_equal(stt.kv_blocks_used, 0);
+    assert_int_equal(stt.kv_blocks_reserved, 0);
+    serve_close(s);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].finish, SERVE_LENGTH);
+        assert_int_equal(r[i].n_tokens, GEN);
+        int32_t want[GEN];
+        int n = alone(ids[i].ids, (int)ids[i].n, GEN, want);
+        assert_true(n <= GEN);
+        /* alone() stops at an end-of-turn token; the served one ignores it */
+        assert_memory_equal(r[i].tokens, want, sizeof(int32_t) * (size_t)n);
+        tokenizer_ids_free(&ids[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -819,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_stress),
         cmocka_unit_test(test_adapters_batched_equals_alone),
         cmocka_unit_test(test_registry_unload_in_use),
+        cmocka_unit_test(test_preemption),
     };
     return cmocka_run_group_tests_name("serve", tests, setup, teardown);
 }
