@@ -22,7 +22,8 @@
  * Everything is integer hashing and float sums in a fixed order: the same
  * packs give the same model and answers everywhere. Memory: classes x
  * ROUTER_BUCKETS floats (4 classes: 2 MiB). The model is read-only after
- * training; classify allocates only the NFC copy of the text.
+ * training; classify allocates its scratch (the NFC copy, code points and
+ * features: about 5 bytes per input byte, capped) per call.
  */
 #include <ctype.h>
 #include <math.h>
@@ -38,6 +39,7 @@
 #define ROUTER_BUCKETS (1u << 17)
 #define ROUTER_ALPHA 0.01 /* Laplace smoothing; small: a prompt has few features */
 #define ROUTER_MAX_TEXT 16384 /* code points looked at per prompt */
+#define ROUTER_MAX_CLASSES 257 /* the loader's 256 packs + out-of-domain */
 
 struct domain_router {
     int n_classes;     /* packs + 1; the last is out-of-domain */
@@ -182,6 +184,10 @@ int domain_router_train(domain_router **out, const domain_set *s, const char *oo
         return MG_EINVAL;
     }
     int np = domain_set_count(s);
+    if (np > ROUTER_MAX_CLASSES - 1) {
+        mg_err_set(err, errlen, "router: more than %d domain packs", ROUTER_MAX_CLASSES - 1);
+        return MG_EINVAL;
+    }
     domain_router *r = calloc(1, sizeof *r);
     scratch sc = {0};
     if (!r)
@@ -259,7 +265,7 @@ int domain_router_classify(const domain_router *r, const char *text, size_t len,
         return MG_ENOMEM;
     }
     int m = distinct_features(text ? text : "", len, sc.cps, sc.feats);
-    double ll[257 + 1];
+    double ll[ROUTER_MAX_CLASSES];
     int nc = r->n_classes;
     double best = -INFINITY;
     int bi = nc - 1;
