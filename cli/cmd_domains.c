@@ -90,8 +90,7 @@ static int eval_set(const domain_set *s, const domain_router *r, const char *pat
         const char *p = json_string_value(json_object_get(o, "prompt"));
         const char *want = json_string_value(json_object_get(o, "domain"));
         if (!p || !want) {
-            fprintf(stderr, "%s:%d: expected {\"prompt\": ..., \"domain\": ...}\n", path,
-                    lineno);
+            fprintf(stderr, "%s:%d: expected {\"prompt\": ..., \"domain\": ...}\n", path, lineno);
             json_decref(o);
             fclose(f);
             return 1;

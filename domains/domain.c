@@ -27,7 +27,7 @@
 #include "policies/policy_internal.h"
 
 #define MAX_FILE_BYTES (1u << 20)
-#define MAX_PACKS 256
+#define MAX_PACKS      256
 
 struct domain_set {
     arena a;
@@ -68,7 +68,7 @@ static pdiags *ld_file(loader *L, const char *file)
 }
 
 __attribute__((format(printf, 5, 6))) static void ld_err(loader *L, const char *file, int line,
-                                                        int col, const char *fmt, ...)
+                                                         int col, const char *fmt, ...)
 {
     pdiags *d = ld_file(L, file);
     if (!d)
@@ -125,13 +125,12 @@ static bool want_kind(pctx *c, const pnode *n, pnode_kind k, const char *what)
 {
     if (n->kind == k)
         return true;
-    E(c, n, "%s: expected %s, got %s", what, k == PN_MAP ? "a mapping" : "a list",
-      kind_name(n));
+    E(c, n, "%s: expected %s, got %s", what, k == PN_MAP ? "a mapping" : "a list", kind_name(n));
     return false;
 }
 
-static bool want_num(pctx *c, const pnode *n, const char *what, double lo, double hi,
-                     bool lo_open, double *out)
+static bool want_num(pctx *c, const pnode *n, const char *what, double lo, double hi, bool lo_open,
+                     double *out)
 {
     if (n->kind != PN_SCALAR || !n->plain || n->len == 0) {
         E(c, n, "%s: expected a number", what);
@@ -140,8 +139,8 @@ static bool want_num(pctx *c, const pnode *n, const char *what, double lo, doubl
     char *end;
     errno = 0;
     double v = strtod(n->str, &end);
-    if (*end || errno || !isfinite(v) || !(isdigit((unsigned char)n->str[0]) ||
-                                          n->str[0] == '-' || n->str[0] == '.')) {
+    if (*end || errno || !isfinite(v) ||
+        !(isdigit((unsigned char)n->str[0]) || n->str[0] == '-' || n->str[0] == '.')) {
         E(c, n, "%s: expected a number, got \"%s\"", what, n->str);
         return false;
     }
@@ -394,8 +393,7 @@ static void guardrails(pctx *c, const pnode *n, const pnode **max_tokens_node)
 {
     if (!want_kind(c, n, PN_MAP, "guardrails"))
         return;
-    static const char *const keys[] = {"redaction", "disclaimer", "blocked_topics",
-                                       "max_tokens"};
+    static const char *const keys[] = {"redaction", "disclaimer", "blocked_topics", "max_tokens"};
     const pnode *v[4];
     map_keys(c, n, "guardrails", keys, 4, v);
     if (v[0] && want_kind(c, v[0], PN_SEQ, "guardrails.redaction")) {
@@ -508,13 +506,16 @@ static void eval_file(pctx *c, const pnode *n)
     char *buf = read_all(path, MAX_FILE_BYTES, &len, &en);
     if (!buf) {
         E(c, n, "eval: cannot read %s: %s", n->str,
-          en == EFBIG ? "larger than 1 MiB" : en == EISDIR ? "not a regular file" : strerror(en));
+          en == EFBIG    ? "larger than 1 MiB"
+          : en == EISDIR ? "not a regular file"
+                         : strerror(en));
         return;
     }
     c->p->eval_path = path;
     int line = 0, count = 0;
-    static const char *const known[] = {"prompt", "lang", "must_include", "must_not_include",
-                                        "must_end_with_disclaimer", "must_refuse", "note"};
+    static const char *const known[] = {
+        "prompt",      "lang", "must_include", "must_not_include", "must_end_with_disclaimer",
+        "must_refuse", "note"};
     for (char *s = buf; *s;) {
         char *e = strchr(s, '\n');
         if (e)
@@ -548,8 +549,8 @@ static void eval_file(pctx *c, const pnode *n)
                     if (j == 2 || j == 3) {
                         size_t ai;
                         json_t *av;
-                        json_array_foreach(v, ai, av) if (!json_is_string(av) ||
-                                                          !json_string_length(av))
+                        json_array_foreach(v, ai,
+                                           av) if (!json_is_string(av) || !json_string_length(av))
                             ld_err(c->L, path, line, 1, "eval: %s[%zu] must be a non-empty string",
                                    k, ai);
                     }
@@ -616,8 +617,8 @@ static void load_pack(loader *L, const char *file, const char *dir, const char *
                                        "defaults", "guardrails",  "examples", "eval"};
     const pnode *v[8];
     map_keys(&c, root, "domain.yaml", keys, 8, v);
-    static const char *const req[] = {"name", "description", "system_prompt", "guardrails",
-                                      "examples", "eval"};
+    static const char *const req[] = {"name",       "description", "system_prompt",
+                                      "guardrails", "examples",    "eval"};
     static const int req_i[] = {0, 1, 3, 5, 6, 7};
     for (int i = 0; i < 6; i++)
         if (!v[req_i[i]])
@@ -627,8 +628,7 @@ static void load_pack(loader *L, const char *file, const char *dir, const char *
             E(&c, v[0], "name: \"%.64s\" must be 1-64 of a-z 0-9 _ - starting with a letter",
               p->name);
         else if (folder_name && strcmp(folder_name, p->name) != 0)
-            E(&c, v[0], "name: \"%s\" differs from the pack's folder \"%s\"", p->name,
-              folder_name);
+            E(&c, v[0], "name: \"%s\" differs from the pack's folder \"%s\"", p->name, folder_name);
     }
     if (v[1])
         p->description = want_str(&c, v[1], "description");
@@ -681,10 +681,10 @@ static void report(loader *L, const domain_load_opts *opts, char *err, size_t er
                 first = false;
                 if (pd.line > 0)
                     mg_err_set(err, errlen, "domains: %s:%d:%d: %s%s", pd.file, pd.line, pd.column,
-                            pd.message, total > 1 ? " (and more errors)" : "");
+                               pd.message, total > 1 ? " (and more errors)" : "");
                 else
                     mg_err_set(err, errlen, "domains: %s: %s%s", pd.file, pd.message,
-                            total > 1 ? " (and more errors)" : "");
+                               total > 1 ? " (and more errors)" : "");
             }
         }
     }
@@ -706,8 +706,7 @@ static int finish(domain_set *s, loader *L, const domain_load_opts *opts, domain
         for (int j = i + 1; j < s->n; j++)
             if (s->packs[i].name && s->packs[j].name &&
                 strcmp(s->packs[i].name, s->packs[j].name) == 0)
-                ld_err(L, s->packs[j].dir, 0, 0, "duplicate domain name \"%s\"",
-                       s->packs[j].name);
+                ld_err(L, s->packs[j].dir, 0, 0, "duplicate domain name \"%s\"", s->packs[j].name);
     int rc = 0;
     if (L->oom) {
         mg_err_set(err, errlen, "domains: out of memory");

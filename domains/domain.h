@@ -50,15 +50,15 @@ typedef struct domain_topic {
 } domain_topic;
 
 typedef struct domain_pack {
-    const char *name;        /* equals the folder's name */
+    const char *name; /* equals the folder's name */
     const char *description;
-    const char *dir;         /* the pack folder, as found */
-    const char *adapter;     /* a policy adapter name, or NULL for the base model */
+    const char *dir;     /* the pack folder, as found */
+    const char *adapter; /* a policy adapter name, or NULL for the base model */
     const char *system_prompt[DOMAIN_N_LANGS]; /* file contents, trimmed */
-    double temperature;      /* defaults: 0..2 */
-    double top_p;            /* (0, 1] */
-    int default_max_tokens;  /* 1..max_tokens */
-    int max_tokens;          /* guardrails.max_tokens: the cap on completion tokens */
+    double temperature;                        /* defaults: 0..2 */
+    double top_p;                              /* (0, 1] */
+    int default_max_tokens;                    /* 1..max_tokens */
+    int max_tokens;               /* guardrails.max_tokens: the cap on completion tokens */
     const char *const *redaction; /* built-in detector names of the policy */
     int n_redaction;
     const char *disclaimer[DOMAIN_N_LANGS]; /* NULL when the domain has none */
@@ -66,8 +66,8 @@ typedef struct domain_pack {
     int n_topics;
     const char *const *examples; /* router training prompts, both languages */
     int n_examples;
-    const char *eval_path;   /* resolved path of the eval JSONL */
-    int n_eval;              /* prompts in it */
+    const char *eval_path; /* resolved path of the eval JSONL */
+    int n_eval;            /* prompts in it */
 } domain_pack;
 
 typedef struct domain_load_opts {
@@ -136,7 +136,6 @@ typedef struct domain_route {
 
 /* Classifies text[0..len) (UTF-8; invalid bytes count as U+FFFD). Never
  * fails for non-NULL arguments; returns 0, MG_EINVAL, MG_ENOMEM. */
-int domain_router_classify(const domain_router *r, const char *text, size_t len,
-                           domain_route *out);
+int domain_router_classify(const domain_router *r, const char *text, size_t len, domain_route *out);
 
 #endif

@@ -36,15 +36,15 @@
 #include "core/unicode.h"
 #include "domains/domain.h"
 
-#define ROUTER_BUCKETS (1u << 17)
-#define ROUTER_ALPHA 0.01 /* Laplace smoothing; small: a prompt has few features */
-#define ROUTER_MAX_TEXT 16384 /* code points looked at per prompt */
-#define ROUTER_MAX_CLASSES 257 /* the loader's 256 packs + out-of-domain */
+#define ROUTER_BUCKETS     (1u << 17)
+#define ROUTER_ALPHA       0.01  /* Laplace smoothing; small: a prompt has few features */
+#define ROUTER_MAX_TEXT    16384 /* code points looked at per prompt */
+#define ROUTER_MAX_CLASSES 257   /* the loader's 256 packs + out-of-domain */
 
 struct domain_router {
-    int n_classes;     /* packs + 1; the last is out-of-domain */
+    int n_classes; /* packs + 1; the last is out-of-domain */
     double threshold;
-    float *logp;       /* [n_classes][ROUTER_BUCKETS] */
+    float *logp; /* [n_classes][ROUTER_BUCKETS] */
 };
 
 /* ---- features ------------------------------------------------------------------ */
@@ -254,8 +254,7 @@ void domain_router_free(domain_router *r)
 
 /* ---- classification ------------------------------------------------------------- */
 
-int domain_router_classify(const domain_router *r, const char *text, size_t len,
-                           domain_route *out)
+int domain_router_classify(const domain_router *r, const char *text, size_t len, domain_route *out)
 {
     if (!r || !out || (!text && len))
         return MG_EINVAL;

@@ -28,8 +28,7 @@
 static char tree[64];
 static char pack[128];
 
-static const char *const dirs[] = {"finance", "finance/examples", "finance/eval",
-                                   "finance/dir"};
+static const char *const dirs[] = {"finance", "finance/examples", "finance/eval", "finance/dir"};
 static const struct {
     const char *path, *text;
 } files[] = {
@@ -90,8 +89,8 @@ typedef struct seen {
 static void check_diag(void *ud, const policy_diag *d)
 {
     seen *s = ud;
-    if (!d->message || !d->message[0] || !d->file || !d->file[0] || d->line < 0 ||
-        d->column < 0 || (d->line == 0) != (d->column == 0)) {
+    if (!d->message || !d->message[0] || !d->file || !d->file[0] || d->line < 0 || d->column < 0 ||
+        (d->line == 0) != (d->column == 0)) {
         fprintf(stderr, "fuzz_domain_pack: bad diagnostic\n");
         __builtin_trap();
     }
@@ -128,8 +127,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         domain_router *r = NULL;
         if (domain_router_train(&r, set, NULL, NULL, err, sizeof err) == 0) {
             domain_route rt;
-            if (domain_router_classify(r, copy, size, &rt) != 0 || rt.score < 0 ||
-                rt.score > 1 || rt.domain < -1 || rt.domain > 0)
+            if (domain_router_classify(r, copy, size, &rt) != 0 || rt.score < 0 || rt.score > 1 ||
+                rt.domain < -1 || rt.domain > 0)
                 __builtin_trap();
         }
         domain_router_free(r);

@@ -74,8 +74,8 @@ static int setup_tree(void **state)
 
 static int teardown_tree(void **state)
 {
-    const char *files[] = {"acme/zh.md", "acme/en.md",          "acme/empty.md",
-                           "acme/ex.txt", "acme/eval/p.jsonl", "acme/eval/bad.jsonl",
+    const char *files[] = {"acme/zh.md",      "acme/en.md",        "acme/empty.md",
+                           "acme/ex.txt",     "acme/eval/p.jsonl", "acme/eval/bad.jsonl",
                            "acme/domain.yaml"};
     char p[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -155,10 +155,10 @@ static void test_packs_validate(void **state)
 
 /* ---- broken packs: each mistake, its exact message -------------------------------- */
 
-#define OK_TAIL                                                                              \
-    "system_prompt: {zh: zh.md, en: en.md}\n"                                                \
-    "guardrails:\n  max_tokens: 100\n"                                                       \
-    "examples: [ex.txt]\n"                                                                   \
+#define OK_TAIL                                                                                    \
+    "system_prompt: {zh: zh.md, en: en.md}\n"                                                      \
+    "guardrails:\n  max_tokens: 100\n"                                                             \
+    "examples: [ex.txt]\n"                                                                         \
     "eval: eval/p.jsonl\n"
 
 static const struct {
@@ -242,8 +242,8 @@ static void test_broken_packs(void **state)
         domain_set *s = NULL;
         char err[1024] = "";
         snprintf(file, sizeof file, "%s/domain.yaml", pack);
-        int rc = domain_set_load_memory(&s, file, cases[i].yaml, strlen(cases[i].yaml), pack,
-                                        &o, err, sizeof err);
+        int rc = domain_set_load_memory(&s, file, cases[i].yaml, strlen(cases[i].yaml), pack, &o,
+                                        err, sizeof err);
         /* diagnostics name the file as given: strip the temp folder */
         char got[8192];
         const char *src = g.text;
@@ -300,8 +300,7 @@ static void test_router_heldout(void **state)
     char err[512] = "";
     assert_int_equal(domain_set_load(&s, "domains", NULL, err, sizeof err), 0);
     domain_router *r = NULL;
-    int rc = domain_router_train(&r, s, "domains/_router/ood_examples.txt", NULL, err,
-                                 sizeof err);
+    int rc = domain_router_train(&r, s, "domains/_router/ood_examples.txt", NULL, err, sizeof err);
     if (rc)
         fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
@@ -312,8 +311,7 @@ static void test_router_heldout(void **state)
     FILE *f = fopen("tests/domains/heldout.jsonl", "r");
     assert_non_null(f);
     char line[4096];
-    int n = 0, right = 0, per_n[4] = {0}, per_right[4] = {0}, lang_n[2] = {0},
-        lang_right[2] = {0};
+    int n = 0, right = 0, per_n[4] = {0}, per_right[4] = {0}, lang_n[2] = {0}, lang_right[2] = {0};
     while (fgets(line, sizeof line, f)) {
         json_t *o = json_loads(line, 0, &je);
         assert_non_null(o);
@@ -344,8 +342,8 @@ static void test_router_heldout(void **state)
             sweep_want[n - 1] = wi;
         }
         if (!ok && getenv("MG_ROUTER_VERBOSE"))
-            fprintf(stderr, "miss: want %s got %d (best %d, %.3f): %s\n", want, rt.domain,
-                    rt.best, rt.score, p);
+            fprintf(stderr, "miss: want %s got %d (best %d, %.3f): %s\n", want, rt.domain, rt.best,
+                    rt.score, p);
         json_decref(o);
     }
     fclose(f);
@@ -353,9 +351,9 @@ static void test_router_heldout(void **state)
     double acc = (double)right / n;
     printf("router: heldout accuracy %.4f (%d/%d) at threshold %.2f; none %d/%d, finance %d/%d, "
            "medical %d/%d, telecom %d/%d; zh %d/%d, en %d/%d\n",
-           acc, right, n, DOMAIN_ROUTER_THRESHOLD, per_right[0], per_n[0], per_right[1],
-           per_n[1], per_right[2], per_n[2], per_right[3], per_n[3], lang_right[0], lang_n[0],
-           lang_right[1], lang_n[1]);
+           acc, right, n, DOMAIN_ROUTER_THRESHOLD, per_right[0], per_n[0], per_right[1], per_n[1],
+           per_right[2], per_n[2], per_right[3], per_n[3], lang_right[0], lang_n[0], lang_right[1],
+           lang_n[1]);
     /* how the threshold trades domains for out-of-domain (README's table) */
     printf("router: threshold sweep");
     for (int t = 0; t <= 8; t++) {
