@@ -18,6 +18,9 @@ int cmd_db(int argc, char **argv);
 /* moegate audit verify|export ... (cli/cmd_audit.c) */
 int cmd_audit(int argc, char **argv);
 
+/* moegate domains check|route ... (cli/cmd_domains.c) */
+int cmd_domains(int argc, char **argv);
+
 /* moegate serve --policy FILE (cli/cmd_serve.c) */
 int cmd_serve(int argc, char **argv);
 

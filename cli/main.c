@@ -49,6 +49,7 @@ static void usage(FILE *f)
             "  moegate chat -m MODEL.gguf [--system TEXT] [--template NAME] [--no-think] [-n N]\n"
             "  moegate model inspect MODEL.gguf\n"
             "  moegate adapter inspect FILE_OR_DIR [-m BASE.gguf]   (PEFT folder or GGUF LoRA)\n"
+            "  moegate domains check [DIR] | domains route [--dir DIR] [--threshold X] TEXT | --eval JSONL\n"
             "  moegate bench -m MODEL.gguf [--threads 1,2] [--pp 512] [--tg 32] [--reps 3] [--json]\n"
             "  moegate tokenize (-m MODEL.gguf | --hf DIR) (-p TEXT | -f FILE) [--ids] [--special]\n"
             "  moegate template (--name NAME | -m MODEL.gguf) < conversations.jsonl\n"
@@ -1040,6 +1041,8 @@ int main(int argc, char **argv)
         return cmd_policy(argc - 2, argv + 2);
     if (!strcmp(cmd, "adapter"))
         return cmd_adapter(argc - 2, argv + 2);
+    if (!strcmp(cmd, "domains"))
+        return cmd_domains(argc - 2, argv + 2);
     if (!strcmp(cmd, "db"))
         return cmd_db(argc - 2, argv + 2);
     if (!strcmp(cmd, "audit"))

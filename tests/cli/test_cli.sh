@@ -50,6 +50,16 @@ expect_fail bad-temp "temperature" "$MG" run -m "$M" --tokens 1 --temp 1000
 expect_fail bad-topp "top_p" "$MG" run -m "$M" --tokens 1 --top-p 0
 expect_fail ctx "exceeds the context" "$MG" run -m "$M" --tokens 1,2,3 -n 10 --ctx 5
 expect_fail unknown-opt "unknown option" "$MG" run -m "$M" --frobnicate
+# domain packs: the shipped ones validate; a broken one is refused with FILE:LINE:COLUMN
+if "$MG" domains check domains >"$T/dom.out" 2>&1 && grep -q "3 packs OK" "$T/dom.out"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL domains-check: $(head -c 300 "$T/dom.out")"
+fi
+mkdir -p "$T/packs/bad"
+printf 'name: bad\nfoo: 1\n' >"$T/packs/bad/domain.yaml"
+expect_fail domains-bad "bad/domain.yaml:2:1: error: domain.yaml: unknown key \"foo\"" "$MG" domains check "$T/packs"
 expect_fail kv-size "is not a size" "$MG" run -m "$M" --tokens 1 --kv-memory 12XB
 expect_fail kv-tiny "must hold" "$MG" run -m "$M" --tokens 1 --kv-memory 1KiB
 expect_fail kv-short "KV blocks" "$MG" run -m "$M" --tokens 1,2,3 -n 200 --kv-memory 64KiB
