@@ -30,21 +30,13 @@
 #include "core/serve.h"
 #include "core/tensor.h"
 #include "core/tokenizer.h"
+#define BENCH_PROG "bench_lora"
 #include "bench/bench_util.h"
-
-static void die(const char *msg)
-{
-    fprintf(stderr, "bench_lora: %s\n", msg);
-    exit(1);
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
+    return bench_rnd(&rng_state);
 }
 
 static float frnd(void)

@@ -32,21 +32,13 @@
 #include "core/model.h"
 #include "core/serve.h"
 #include "core/tokenizer.h"
+#define BENCH_PROG "bench_serve"
 #include "bench/bench_util.h"
-
-static void die(const char *msg)
-{
-    fprintf(stderr, "bench_serve: %s\n", msg);
-    exit(1);
-}
 
 static uint64_t rng_state = 88172645463325252ull;
 static uint32_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
+    return bench_rnd(&rng_state);
 }
 
 static int32_t *normal_ids; /* ordinary tokens of the vocabulary */

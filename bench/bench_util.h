@@ -1,5 +1,7 @@
-/* bench_util.h — what the serving benchmarks share: a clock, medians, and
- * "submit these requests to a scheduler, wait for all, time them". */
+/* bench_util.h — what the serving benchmarks share: a clock, medians, a
+ * seeded generator, a fatal error, and "submit these requests to a
+ * scheduler, wait for all, time them". A file defines BENCH_PROG (its name,
+ * for messages) before including it. */
 #ifndef MOEGATE_BENCH_UTIL_H
 #define MOEGATE_BENCH_UTIL_H
 
@@ -9,6 +11,25 @@
 #include <time.h>
 
 #include "core/serve.h"
+
+#ifndef BENCH_PROG
+#define BENCH_PROG "bench"
+#endif
+
+static inline void die(const char *msg)
+{
+    fprintf(stderr, BENCH_PROG ": %s\n", msg);
+    exit(1);
+}
+
+/* xorshift64: deterministic prompts and adapter values */
+static inline uint32_t bench_rnd(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (uint32_t)(*state >> 16);
+}
 
 static inline double bench_now(void)
 {

@@ -138,7 +138,7 @@ typedef struct lora_job {
     int64_t ldx, n_out, n_in;
 } lora_job;
 
-/* Per-thread scratch: u [LORA_ITEM_ROWS][r] then one dequantised row. */
+/* Per-thread scratch: u [LORA_ITEM_ROWS][r], then (kv_b) dequantised rows. */
 static float *lora_tmp(model *m, int ith)
 {
     return m->lora_tmp + (size_t)ith * m->lora_tmp_stride;
@@ -156,12 +156,11 @@ static void lora_item_run(model *m, const lora_item *it, float *tmp, float *y, i
     const lora_pair *p = it->p;
     int64_t r = p->r;
     size_t es = type_size(p->type);
-    float *u = tmp, *row = tmp + (size_t)LORA_ITEM_ROWS * (size_t)r;
+    float *u = tmp;
     /* u[k][j] = A_j . x_k; for f32/f16/bf16 weights the prepared activation is the f32 row */
     for (int k = 0; k < it->n; k++)
         tensor_gemm(m->kt, p->type, u + (size_t)k * (size_t)r, r, p->a, (size_t)n_in * es, r,
                     x + (size_t)it->x_row[k] * (size_t)ldx, 0, 1, n_in);
-    (void)row;
     for (int64_t j = 0; j < r; j++) {
         const void *bj = (const char *)p->bt + (size_t)j * (size_t)n_out * es;
         for (int k = 0; k < it->n; k++)
@@ -243,7 +242,7 @@ static void lora_launch(model *m, grouper *g, float *y, int64_t ldy, const float
 {
     if (g->n_items == 0)
         return;
-    if (!lora_reserve(m, 0, g->max_r, n_out)) {
+    if (!lora_reserve(m, 0, g->max_r, 0)) {
         m->lora_oom = true;
         return;
     }
@@ -254,25 +253,33 @@ static void lora_launch(model *m, grouper *g, float *y, int64_t ldy, const float
         pool_run(m->pool, lora_worker, &j);
 }
 
+/* The chunk's tokens k < n grouped by their adapter's pair for target t
+ * of layer il (row k of x and y); false when the item list cannot grow. */
+static bool group_tokens(model *m, const model_batch *b, int b0, int n, int64_t il, enum lora_target t, grouper *g)
+{
+    if (!lora_reserve(m, n, 0, 0)) {
+        m->lora_oom = true;
+        return false;
+    }
+    *g = (grouper){.items = m->lora_items};
+    for (int k = 0; k < n; k++) {
+        const model_lora *l = b->lora[b0 + k];
+        const lora_pair *p = l ? l->layer[il].t[t] : NULL;
+        if (p && p->r > 0)
+            group_add(g, p, k, k);
+    }
+    return true;
+}
+
 void lora_apply_dense(model *m, const model_batch *b, int b0, int n, int64_t il, enum lora_target t, float *y,
                       int64_t ldy, const float *x, int64_t ldx)
 {
     if (!b->lora)
         return;
     int64_t n_out, n_in, ne;
-    if (model_lora_shape(m, il, t, &n_out, &n_in, &ne))
+    grouper g;
+    if (model_lora_shape(m, il, t, &n_out, &n_in, &ne) || !group_tokens(m, b, b0, n, il, t, &g))
         return;
-    if (!lora_reserve(m, n, 0, 0)) {
-        m->lora_oom = true;
-        return;
-    }
-    grouper g = {.items = m->lora_items};
-    for (int k = 0; k < n; k++) {
-        const model_lora *l = b->lora[b0 + k];
-        const lora_pair *p = l ? l->layer[il].t[t] : NULL;
-        if (p && p->r > 0)
-            group_add(&g, p, k, k);
-    }
     lora_launch(m, &g, y, ldy, x, ldx, n_out, n_in);
 }
 
@@ -385,18 +392,8 @@ void lora_apply_kv_b(model *m, const model_batch *b, int b0, int n, int64_t il, 
     if (!b->lora)
         return;
     const model_info *I = &m->info;
-    if (!lora_reserve(m, n, 0, 0)) {
-        m->lora_oom = true;
-        return;
-    }
-    grouper g = {.items = m->lora_items};
-    for (int k = 0; k < n; k++) {
-        const model_lora *l = b->lora[b0 + k];
-        const lora_pair *p = l ? l->layer[il].t[LORA_ATTN_KV_B] : NULL;
-        if (p && p->r > 0)
-            group_add(&g, p, k, k);
-    }
-    if (g.n_items == 0)
+    grouper g;
+    if (!group_tokens(m, b, b0, n, il, LORA_ATTN_KV_B, &g) || g.n_items == 0)
         return;
     int64_t wmax = I->qk_nope > I->v_head_dim ? I->qk_nope : I->v_head_dim;
     if (!lora_reserve(m, 0, g.max_r, I->kv_lora_rank + wmax)) {
@@ -460,7 +457,7 @@ int model_merge_lora(model *m, const model_lora *l, char *err, size_t errlen)
     if (rc)
         return rc;
     const model_info *I = &m->info;
-    int64_t wmax = I->n_vocab > I->dim ? I->dim : I->dim;
+    int64_t wmax = I->dim;
     wmax = I->expert_ff > wmax ? I->expert_ff : wmax;
     wmax = I->dense_ff > wmax ? I->dense_ff : wmax;
     wmax = I->shared_ff > wmax ? I->shared_ff : wmax;
