@@ -514,10 +514,10 @@ int serve_open(serve **out, model *m, const tokenizer *tok, const serve_opts *op
     if (o.reserve_tokens <= 0)
         o.reserve_tokens = 256;
     if (o.n_slots > 4096 || o.step_tokens > (1 << 16) || o.max_queue > (1 << 20) || o.block_tokens > 4096 ||
-        o.n_ctx > I->n_ctx_train) {
-        mg_err_set(err, errlen, "serve: n_slots %d / step_tokens %d / max_queue %d / block_tokens %d / n_ctx %d "
-                   "out of range (n_ctx at most the model's %lld)", o.n_slots, o.step_tokens, o.max_queue,
-                   o.block_tokens, o.n_ctx, (long long)I->n_ctx_train);
+        o.reserve_tokens > (1 << 24) || o.n_ctx > I->n_ctx_train) {
+        mg_err_set(err, errlen, "serve: n_slots %d / step_tokens %d / max_queue %d / block_tokens %d / "
+                   "reserve_tokens %d / n_ctx %d out of range (n_ctx at most the model's %lld)", o.n_slots,
+                   o.step_tokens, o.max_queue, o.block_tokens, o.reserve_tokens, o.n_ctx, (long long)I->n_ctx_train);
         return MG_ERANGE;
     }
     size_t block_bytes = model_kv_block_bytes(m, o.block_tokens);

@@ -60,6 +60,7 @@ fi
 mkdir -p "$T/packs/bad"
 printf 'name: bad\nfoo: 1\n' >"$T/packs/bad/domain.yaml"
 expect_fail domains-bad "bad/domain.yaml:2:1: error: domain.yaml: unknown key \"foo\"" "$MG" domains check "$T/packs"
+expect_fail merge-alone "--merge needs --lora" "$MG" run -m "$M" --tokens 1 --merge
 expect_fail kv-size "is not a size" "$MG" run -m "$M" --tokens 1 --kv-memory 12XB
 expect_fail kv-tiny "must hold" "$MG" run -m "$M" --tokens 1 --kv-memory 1KiB
 expect_fail kv-short "KV blocks" "$MG" run -m "$M" --tokens 1,2,3 -n 200 --kv-memory 64KiB

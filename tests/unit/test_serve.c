@@ -239,6 +239,10 @@ static void test_stop_string_and_cancel(void **st)
     serve_params big = greedy(200);
     assert_int_equal(serve_submit(s, ids.ids, ids.n, &big, on_token, &c, &id, err, sizeof err), MG_ERANGE);
     assert_non_null(strstr(err, "exceeds the context"));
+    serve *refused;
+    serve_opts huge = {.reserve_tokens = 1 << 30};
+    assert_int_equal(serve_open(&refused, M, T, &huge, err, sizeof err), MG_ERANGE);
+    assert_non_null(strstr(err, "reserve_tokens"));
     serve_params zero = greedy(0);
     assert_int_equal(serve_submit(s, ids.ids, ids.n, &zero, on_token, &c, &id, err, sizeof err), MG_EINVAL);
     int32_t bad = 1 << 30;
