@@ -91,29 +91,29 @@ typedef struct policy_rate {
 } policy_rate;
 
 typedef struct policy_server {
-    const char *listen;            /* as written: "host:port" or "[v6]:port" */
-    const char *host;              /* without brackets */
-    int port;                      /* 1..65535 */
-    bool tls;                      /* default true */
-    bool loopback;                 /* host is 127.0.0.0/8, ::1 or localhost */
+    const char *listen; /* as written: "host:port" or "[v6]:port" */
+    const char *host;   /* without brackets */
+    int port;           /* 1..65535 */
+    bool tls;           /* default true */
+    bool loopback;      /* host is 127.0.0.0/8, ::1 or localhost */
     bool allow_insecure_nonloopback;
-    const char *tls_cert;          /* resolved paths; NULL when tls is off */
+    const char *tls_cert; /* resolved paths; NULL when tls is off */
     const char *tls_key;
-    const char *tls_client_ca;     /* NULL: no client certificates (no mTLS) */
-    int64_t max_body_bytes;        /* request body cap (default 1 MiB) */
-    int max_connections;           /* default 256 */
+    const char *tls_client_ca;      /* NULL: no client certificates (no mTLS) */
+    int64_t max_body_bytes;         /* request body cap (default 1 MiB) */
+    int max_connections;            /* default 256 */
     int max_connections_per_client; /* per client address (default min(64, max_connections)) */
-    int request_timeout_s;         /* default 300 */
-    int idle_timeout_s;            /* a connection silent this long is closed (default 30) */
-    int max_queue;                 /* queued requests before 503 (default 64) */
-    bool public_ready;             /* public_endpoints: GET /ready without a key */
-    bool public_metrics;           /* public_endpoints: GET /metrics without a key */
+    int request_timeout_s;          /* default 300 */
+    int idle_timeout_s;             /* a connection silent this long is closed (default 30) */
+    int max_queue;                  /* queued requests before 503 (default 64) */
+    bool public_ready;              /* public_endpoints: GET /ready without a key */
+    bool public_metrics;            /* public_endpoints: GET /metrics without a key */
 } policy_server;
 
 typedef struct policy_model {
-    const char *path;       /* resolved GGUF path */
-    int threads;            /* 0: one per core */
-    int context_length;     /* 0: the model's own, capped by kv_memory */
+    const char *path;        /* resolved GGUF path */
+    int threads;             /* 0: one per core */
+    int context_length;      /* 0: the model's own, capped by kv_memory */
     int64_t kv_memory_bytes; /* 0: derived from context_length */
     policy_chat_template chat_template;
 } policy_model;
@@ -123,21 +123,46 @@ typedef struct policy_adapter {
     const char *path;       /* resolved */
     const char *sha256_hex; /* 64 lower-case hex digits */
     uint8_t sha256[32];     /* the adapter registry checks the file against it */
+    const char *version;    /* label: as written (1-64 of [A-Za-z0-9._-]), or the
+                               first 12 digits of sha256_hex; never NULL after load */
 } policy_adapter;
 
 typedef struct policy_domain {
     const char *name;
     const char *pack;    /* resolved folder of the domain pack */
     const char *adapter; /* NULL or the name of an entry of adapters */
+    /* Names of adapters (entries of adapters) a client may pin with
+     * model: "domain@VERSION", besides `adapter`; in file order, without
+     * repeats. Only with `adapter` set. Within one domain (adapter and
+     * versions together) no two distinct adapters share a version label. */
+    const char *const *versions;
+    int n_versions;
 } policy_domain;
+
+/* Labelling of AI-generated content (China's Measures for Labeling
+ * AI-Generated Synthetic Content, GB 45438-2025): the implicit label names
+ * the provider, the explicit label is a sentence added to the answer. */
+typedef struct policy_content_labels {
+    bool enabled;                 /* the section is present */
+    const char *provider;         /* the service provider's name; NULL when not enabled */
+    const char *provider_code;    /* e.g. the unified social credit code, or NULL */
+    bool explicit_at_start;       /* false: appended at the end */
+    const char *explicit_text[2]; /* [0] Chinese, [1] English; never NULL when enabled */
+} policy_content_labels;
+
+/* The model: "auto" domain router. */
+typedef struct policy_router {
+    const char *ood_examples; /* resolved path, or NULL */
+    double threshold;         /* in (0, 1); 0: the router's default */
+} policy_router;
 
 typedef struct policy_tenant policy_tenant;
 
 typedef struct policy_api_key {
-    const char *id;               /* names the key in audit records and logs */
-    uint8_t hash[32];             /* SHA-256 of the key */
-    policy_rate rate;             /* this key's own limits */
-    const policy_tenant *tenant;  /* the tenant the key belongs to */
+    const char *id;              /* names the key in audit records and logs */
+    uint8_t hash[32];            /* SHA-256 of the key */
+    policy_rate rate;            /* this key's own limits */
+    const policy_tenant *tenant; /* the tenant the key belongs to */
 } policy_api_key;
 
 struct policy_tenant {
@@ -146,21 +171,21 @@ struct policy_tenant {
     int n_keys;
     const char *const *mtls_subjects; /* client certificate subjects, as written */
     int n_mtls_subjects;
-    unsigned roles;                   /* enum policy_role bits */
-    const char *const *domains;       /* allowed domain names; each exists in domains */
+    unsigned roles;             /* enum policy_role bits */
+    const char *const *domains; /* allowed domain names; each exists in domains */
     int n_domains;
-    policy_rate rate;                 /* the tenant's limits, all its keys together */
-    int max_tokens;                   /* cap on completion tokens; 0: none */
-    policy_payload audit_payload;     /* defaults to audit.payload */
-    const char *retention;            /* as written ("securities-6y", "400d") or NULL */
-    int retention_days;               /* 0: not set; rounded up (a month is 31 days) */
+    policy_rate rate;             /* the tenant's limits, all its keys together */
+    int max_tokens;               /* cap on completion tokens; 0: none */
+    policy_payload audit_payload; /* defaults to audit.payload */
+    const char *retention;        /* as written ("securities-6y", "400d") or NULL */
+    int retention_days;           /* 0: not set; rounded up (a month is 31 days) */
 };
 
 typedef struct policy_audit {
-    const char *connection_file;     /* resolved path, or NULL */
-    const char *connection_env;      /* variable name, or NULL; exactly one is set */
+    const char *connection_file; /* resolved path, or NULL */
+    const char *connection_env;  /* variable name, or NULL; exactly one is set */
     policy_on_failure on_failure;
-    const char *spool_dir;           /* resolved; required with spool, optional with reject */
+    const char *spool_dir; /* resolved; required with spool, optional with reject */
     policy_durability durability;
     policy_payload payload;          /* default payload mode for tenants */
     const char *encryption_key_file; /* resolved, or NULL */
@@ -188,6 +213,8 @@ typedef struct policy_config {
     policy_audit audit;
     policy_logging logging;
     int n_redaction_rules;
+    policy_content_labels content_labels;
+    policy_router router;
 } policy_config;
 
 /* ---- loading -------------------------------------------------------------- */
@@ -271,14 +298,26 @@ const policy_tenant *policy_find_subject(const policy *p, const char *subject);
 const policy_tenant *policy_find_tenant(const policy *p, const char *id);
 bool policy_tenant_allows_domain(const policy_tenant *t, const char *domain);
 const policy_domain *policy_find_domain(const policy *p, const char *name);
+/* The adapter entry by name, or NULL. */
+const policy_adapter *policy_find_adapter(const policy *p, const char *name);
+
+/* The adapter domain d answers with: version NULL -> d's adapter (NULL when
+ * d has none); otherwise the adapter among d->adapter and d->versions whose
+ * version label equals `version` exactly, or whose sha256 hex starts with
+ * `version` (8..64 lower-case hex digits); NULL when none matches.
+ * A label match wins over a digest-prefix match. A prefix that matches
+ * adapters with different digests is ambiguous: NULL (the client gives
+ * more digits). d must be a domain of p's configuration. */
+const policy_adapter *policy_domain_adapter(const policy *p, const policy_domain *d,
+                                            const char *version);
 
 /* ---- the store: snapshot in force, atomic reload ---------------------------- */
 
 /* Loads path (as policy_load) and keeps it as the snapshot in force. The
  * store copies path and *opts; opts' base_dir and ud must outlive it, and
  * on_diag is called again (from the reloading thread) at every reload. */
-int policy_store_open(policy_store **out, const char *path, const policy_load_opts *opts,
-                      char *err, size_t errlen);
+int policy_store_open(policy_store **out, const char *path, const policy_load_opts *opts, char *err,
+                      size_t errlen);
 /* Frees the store's own reference; snapshots still held stay valid until
  * released. Accepts NULL. */
 void policy_store_close(policy_store *s);
@@ -340,11 +379,34 @@ typedef enum policy_direction {
 
 /* One request's state; keeps a reference to p. */
 int policy_redaction_create(policy_redaction **out, const policy *p);
+
+/* Extra detectors that a domain pack turns on, on top of the policy's own
+ * rules. Immutable once created; one set may serve any number of
+ * redactions in any number of threads at once. */
+typedef struct policy_detectors policy_detectors;
+
+/* Compiles the built-in detectors named (e.g. "cn_mobile"), each with
+ * action redact (input and output); a name given twice counts once.
+ * MG_EINVAL with err naming an unknown name (and listing the built-in
+ * names); MG_ENOMEM. n may be 0 (then *out is still a valid empty set). */
+int policy_detectors_create(policy_detectors **out, const char *const *names, int n, char *err,
+                            size_t errlen);
+void policy_detectors_free(policy_detectors *d); /* accepts NULL */
+
+/* Like policy_redaction_create, with the detectors of `extra` (may be
+ * NULL) applied after the policy's own rules: a detector the policy
+ * already has as a built-in rule is skipped (the policy's action wins),
+ * and where findings overlap the policy's rules win; among themselves the
+ * extras keep the built-in priority order. Findings of extra detectors are
+ * reported by policy_redaction_findings like the policy's (rule = the
+ * detector name), after the policy's. extra must outlive the redaction. */
+int policy_redaction_create_ex(policy_redaction **out, const policy *p,
+                               const policy_detectors *extra);
 /* Wipes the values it remembered and frees. Accepts NULL. */
 void policy_redaction_free(policy_redaction *r);
 
 typedef struct policy_redact_result {
-    char *text;             /* redacted copy, NUL-terminated; free() it */
+    char *text; /* redacted copy, NUL-terminated; free() it */
     size_t len;
     int n_found;            /* findings in this text */
     bool blocked;           /* an input finding of a rule with action block */

@@ -40,15 +40,15 @@ typedef struct vctx {
     arena *a;             /* the snapshot's arena */
     const char *base_dir; /* absolute when it could be made so */
     policy *p;
-    bool tls;             /* server.tls, for the tenants' mTLS checks */
+    bool tls; /* server.tls, for the tenants' mTLS checks */
     bool have_client_ca;
-    bool have_enc_key;    /* audit.encryption_key_file is given */
+    bool have_enc_key; /* audit.encryption_key_file is given */
 } vctx;
 
 /* ---- diagnostics helpers --------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static void verr(vctx *c, const pnode *n,
-                                                        const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void verr(vctx *c, const pnode *n, const char *fmt,
+                                                       ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -56,8 +56,8 @@ __attribute__((format(printf, 3, 4))) static void verr(vctx *c, const pnode *n,
     va_end(ap);
 }
 
-__attribute__((format(printf, 3, 4))) static void vwarn(vctx *c, const pnode *n,
-                                                         const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void vwarn(vctx *c, const pnode *n, const char *fmt,
+                                                        ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -172,8 +172,8 @@ static bool check_map(vctx *c, const pnode *m, const char *path, const char *con
         bool dup = false;
         for (int j = 0; j < i && !dup; j++)
             if (m->keys[j]->kind == PN_SCALAR && !strcmp(m->keys[j]->str, k->str)) {
-                verr(c, k, "%s: duplicate key '%s' (first at %d:%d)", path,
-                     show(s, k->str, k->len), m->keys[j]->line, m->keys[j]->column);
+                verr(c, k, "%s: duplicate key '%s' (first at %d:%d)", path, show(s, k->str, k->len),
+                     m->keys[j]->line, m->keys[j]->column);
                 dup = true;
             }
         if (dup)
@@ -192,13 +192,13 @@ static bool check_map(vctx *c, const pnode *m, const char *path, const char *con
         if (found)
             continue;
         if (best >= 0)
-            verr(c, k, "%s: unknown key '%s' (did you mean '%s'?)", path,
-                 show(s, k->str, k->len), allowed[best]);
+            verr(c, k, "%s: unknown key '%s' (did you mean '%s'?)", path, show(s, k->str, k->len),
+                 allowed[best]);
         else {
             char names[512];
             join_names(names, sizeof names, allowed);
-            verr(c, k, "%s: unknown key '%s' (expected one of: %s)", path,
-                 show(s, k->str, k->len), names);
+            verr(c, k, "%s: unknown key '%s' (expected one of: %s)", path, show(s, k->str, k->len),
+                 names);
         }
     }
     return true;
@@ -265,8 +265,8 @@ static bool opt_int(vctx *c, const pnode *m, const char *path, const char *key, 
         else
             snprintf(got, sizeof got, "%s",
                      v->kind == PN_SCALAR && v->plain && !is_null(v) ? "text" : kind_name(v));
-        verr(c, v, "%s.%s: expected an integer from %lld to %lld, got %s", path, key,
-             (long long)lo, (long long)hi, got);
+        verr(c, v, "%s.%s: expected an integer from %lld to %lld, got %s", path, key, (long long)lo,
+             (long long)hi, got);
         return false;
     }
     *out = x;
@@ -361,8 +361,8 @@ static bool opt_size(vctx *c, const pnode *m, const char *path, const char *key,
                 return true;
             }
     }
-    verr(c, v, "%s.%s: expected a size from %lld to %lld bytes, such as 512MiB or 8GiB", path,
-         key, (long long)lo, (long long)hi);
+    verr(c, v, "%s.%s: expected a size from %lld to %lld bytes, such as 512MiB or 8GiB", path, key,
+         (long long)lo, (long long)hi);
     return false;
 }
 
@@ -372,6 +372,20 @@ static bool name_ok(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 64 || !isalnum((unsigned char)s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
+            return false;
+    }
+    return true;
+}
+
+/* Version labels: the name alphabet, any of it first ("2026.05", "v2"). */
+static bool label_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -412,8 +426,7 @@ static char *resolve(vctx *c, const char *s)
     if (s[0] == '/' || !c->base_dir)
         return arena_strndup(c->a, s, strlen(s));
     size_t n = strlen(c->base_dir);
-    return arena_printf(c->a, "%s%s%s", c->base_dir, n && c->base_dir[n - 1] == '/' ? "" : "/",
-                        s);
+    return arena_printf(c->a, "%s%s%s", c->base_dir, n && c->base_dir[n - 1] == '/' ? "" : "/", s);
 }
 
 /* A path value, resolved and checked. secret: the file holds a key or a
@@ -518,12 +531,22 @@ static const pnode *as_seq(vctx *c, const pnode *v, const char *path);
 
 static void validate_server(vctx *c, const pnode *m)
 {
-    static const char *const keys[] = {"listen",    "tls",           "tls_cert",
-                                       "tls_key",   "tls_client_ca", "allow_insecure_nonloopback",
-                                       "limits",    "public_endpoints", NULL};
-    static const char *const limit_keys[] = {"max_body_bytes", "max_connections",
-                                             "max_connections_per_client", "request_timeout_s",
-                                             "idle_timeout_s", "max_queue", NULL};
+    static const char *const keys[] = {"listen",
+                                       "tls",
+                                       "tls_cert",
+                                       "tls_key",
+                                       "tls_client_ca",
+                                       "allow_insecure_nonloopback",
+                                       "limits",
+                                       "public_endpoints",
+                                       NULL};
+    static const char *const limit_keys[] = {"max_body_bytes",
+                                             "max_connections",
+                                             "max_connections_per_client",
+                                             "request_timeout_s",
+                                             "idle_timeout_s",
+                                             "max_queue",
+                                             NULL};
     static const char *const public_names[] = {"ready", "metrics", NULL};
     policy_server *sv = &c->p->cfg.server;
     sv->tls = true;
@@ -609,8 +632,9 @@ static void validate_model(vctx *c, const pnode *m)
     static const char *const keys[] = {"path",      "threads",       "context_length",
                                        "kv_memory", "chat_template", NULL};
     /* in policy_chat_template order; the names core/chat.h knows */
-    static const char *const templates[] = {"auto",  "qwen3",       "chatml",         "deepseek3", "mistral",
-                                            "qwen2", "deepseek-r1", "mistral-legacy", NULL};
+    static const char *const templates[] = {"auto",        "qwen3",          "chatml",
+                                            "deepseek3",   "mistral",        "qwen2",
+                                            "deepseek-r1", "mistral-legacy", NULL};
     policy_model *md = &c->p->cfg.model;
     if (!check_map(c, m, "model", keys))
         return;
@@ -633,9 +657,9 @@ static bool hex_digest(const char *s, uint8_t out[32])
     for (int i = 0; i < 32; i++) {
         unsigned hi = (unsigned)(isdigit((unsigned char)s[2 * i]) ? s[2 * i] - '0'
                                                                   : (tolower(s[2 * i]) - 'a' + 10));
-        unsigned lo = (unsigned)(isdigit((unsigned char)s[2 * i + 1])
-                                     ? s[2 * i + 1] - '0'
-                                     : (tolower(s[2 * i + 1]) - 'a' + 10));
+        unsigned lo =
+            (unsigned)(isdigit((unsigned char)s[2 * i + 1]) ? s[2 * i + 1] - '0'
+                                                            : (tolower(s[2 * i + 1]) - 'a' + 10));
         out[i] = (uint8_t)(hi << 4 | lo);
     }
     return true;
@@ -652,14 +676,13 @@ static const pnode *as_seq(vctx *c, const pnode *v, const char *path)
 }
 
 /* Reports a name that an earlier entry already has. names[0..n) may hold NULLs. */
-static bool dup_name(vctx *c, const pnode *at, const char *path, const char *what,
-                     const char *name, const char *const *names, const pnode *const *nodes,
-                     int n)
+static bool dup_name(vctx *c, const pnode *at, const char *path, const char *what, const char *name,
+                     const char *const *names, const pnode *const *nodes, int n)
 {
     for (int j = 0; j < n; j++)
         if (names[j] && !strcmp(names[j], name)) {
-            verr(c, at, "%s: duplicate %s '%s' (first at %d:%d)", path, what, name,
-                 nodes[j]->line, nodes[j]->column);
+            verr(c, at, "%s: duplicate %s '%s' (first at %d:%d)", path, what, name, nodes[j]->line,
+                 nodes[j]->column);
             return true;
         }
     return false;
@@ -682,7 +705,7 @@ static const char *entry_name(vctx *c, const pnode *m, const char *path, const c
 
 static void validate_adapters(vctx *c, const pnode *v)
 {
-    static const char *const keys[] = {"name", "path", "sha256", NULL};
+    static const char *const keys[] = {"name", "path", "sha256", "version", NULL};
     if (!as_seq(c, v, "adapters"))
         return;
     policy_adapter *ad = arena_alloc(c->a, sizeof *ad * (size_t)(v->n ? v->n : 1));
@@ -711,6 +734,17 @@ static void validate_adapters(vctx *c, const pnode *v)
                 lower[k] = (char)tolower((unsigned char)lower[k]);
             a->sha256_hex = lower;
         }
+        /* the label clients pin with model: "domain@VERSION"; by default the
+         * digest's first 12 digits, which name the file as well as a label */
+        const pnode *vv = get(m, "version");
+        const char *ver = vv ? as_str(c, vv, path, "version") : NULL;
+        if (ver && !label_ok(ver))
+            verr(c, vv, "%s.version: expected a label of 1 to 64 letters, digits, '.', '_' or '-'",
+                 path);
+        else if (ver)
+            a->version = arena_strndup(c->a, ver, strlen(ver));
+        else if (!vv && a->sha256_hex)
+            a->version = arena_strndup(c->a, a->sha256_hex, 12);
     }
 }
 
@@ -731,9 +765,92 @@ static void list_names(char *buf, size_t len, const char *const *names, int n)
     }
 }
 
+/* The adapter named `name` (written at node at, reported as field), or
+ * NULL after an error listing the adapters defined. */
+static const policy_adapter *adapter_ref(vctx *c, const pnode *at, const char *field,
+                                         const char *name)
+{
+    const policy_config *cfg = &c->p->cfg;
+    for (int k = 0; k < cfg->n_adapters; k++)
+        if (cfg->adapters[k].name && !strcmp(cfg->adapters[k].name, name))
+            return &cfg->adapters[k];
+    char defined[512], s[SHOW_MAX + 4];
+    const char *ns[64];
+    int nn = 0;
+    for (int k = 0; k < cfg->n_adapters && nn < 64; k++)
+        ns[nn++] = cfg->adapters[k].name;
+    list_names(defined, sizeof defined, ns, nn);
+    if (defined[0])
+        verr(c, at, "%s: unknown adapter '%s' (defined: %s)", field, show(s, name, strlen(name)),
+             defined);
+    else
+        verr(c, at, "%s: unknown adapter '%s' (no adapters are defined)", field,
+             show(s, name, strlen(name)));
+    return NULL;
+}
+
+static int str_list(vctx *c, const pnode *v, const char *path, const char ***out);
+
+/* domains[i].versions: the adapters a client may pin with
+ * model: "domain@VERSION". Each must be defined, a repeat is a warning, the
+ * domain needs an adapter (the one answering when nothing is pinned), and
+ * no two different adapters reachable from the domain (its adapter and its
+ * versions) may share a version label: "domain@LABEL" must name one. */
+static void validate_versions(vctx *c, const pnode *m, const char *path, policy_domain *d)
+{
+    const pnode *vl = get(m, "versions");
+    if (!vl)
+        return;
+    char field[96];
+    snprintf(field, sizeof field, "%s.versions", path);
+    if (!get(m, "adapter"))
+        verr(c, vl,
+             "%s: needs %s.adapter, the adapter that answers when the client pins no version",
+             field, path);
+    const char **vs = NULL;
+    int nv = str_list(c, vl, field, &vs);
+    const char **kept = arena_alloc(c->a, sizeof(char *) * (size_t)(nv ? nv : 1));
+    if (!kept)
+        return;
+    d->versions = kept;
+    const policy_adapter *dflt = d->adapter ? policy_find_adapter(c->p, d->adapter) : NULL;
+    for (int k = 0; k < nv; k++) {
+        if (!vs[k])
+            continue; /* not a string: reported */
+        char item[112];
+        snprintf(item, sizeof item, "%s[%d]", field, k);
+        const policy_adapter *a = adapter_ref(c, vl->vals[k], item, vs[k]);
+        if (!a)
+            continue;
+        bool dup = false;
+        for (int q = 0; q < d->n_versions && !dup; q++)
+            dup = !strcmp(kept[q], a->name);
+        if (dup) {
+            vwarn(c, vl->vals[k], "%s: adapter '%s' is listed twice", item, a->name);
+            continue;
+        }
+        const policy_adapter *clash = NULL;
+        if (dflt && dflt != a && a->version && dflt->version && !strcmp(a->version, dflt->version))
+            clash = dflt;
+        for (int q = 0; q < d->n_versions && !clash; q++) {
+            const policy_adapter *b = policy_find_adapter(c->p, kept[q]);
+            if (b && b != a && a->version && b->version && !strcmp(a->version, b->version))
+                clash = b;
+        }
+        if (clash) {
+            verr(c, vl->vals[k],
+                 "%s: adapter '%s' has version '%s', as has adapter '%s' of this domain; "
+                 "give one of them another adapters[].version",
+                 item, a->name, a->version, clash->name);
+            continue;
+        }
+        kept[d->n_versions++] = a->name;
+    }
+}
+
 static void validate_domains(vctx *c, const pnode *v)
 {
-    static const char *const keys[] = {"name", "pack", "adapter", NULL};
+    static const char *const keys[] = {"name", "pack", "adapter", "versions", NULL};
     if (!as_seq(c, v, "domains"))
         return;
     policy_domain *dm = arena_alloc(c->a, sizeof *dm * (size_t)(v->n ? v->n : 1));
@@ -755,26 +872,13 @@ static void validate_domains(vctx *c, const pnode *v)
         d->pack = opt_path(c, m, path, "pack", true, PATH_DIR, false);
         const pnode *av = get(m, "adapter");
         const char *an = av ? as_str(c, av, path, "adapter") : NULL;
-        if (!an)
-            continue;
-        const policy_config *cfg = &c->p->cfg;
-        for (int k = 0; k < cfg->n_adapters && !d->adapter; k++)
-            if (cfg->adapters[k].name && !strcmp(cfg->adapters[k].name, an))
-                d->adapter = cfg->adapters[k].name;
-        if (!d->adapter) {
-            char defined[512], s[SHOW_MAX + 4];
-            const char *ns[64];
-            int nn = 0;
-            for (int k = 0; k < cfg->n_adapters && nn < 64; k++)
-                ns[nn++] = cfg->adapters[k].name;
-            list_names(defined, sizeof defined, ns, nn);
-            if (defined[0])
-                verr(c, av, "%s.adapter: unknown adapter '%s' (defined: %s)", path,
-                     show(s, an, strlen(an)), defined);
-            else
-                verr(c, av, "%s.adapter: unknown adapter '%s' (no adapters are defined)", path,
-                     show(s, an, strlen(an)));
+        if (an) {
+            char field[96];
+            snprintf(field, sizeof field, "%s.adapter", path);
+            const policy_adapter *a = adapter_ref(c, av, field, an);
+            d->adapter = a ? a->name : NULL;
         }
+        validate_versions(c, m, path, d);
     }
 }
 
@@ -784,12 +888,10 @@ static const char *const payload_names[] = {"hash", "encrypt", "clear", "none", 
 
 static void validate_audit(vctx *c, const pnode *m)
 {
-    static const char *const keys[] = {"connection_file",     "connection_env",
-                                       "on_failure",          "spool_dir",
-                                       "durability",          "payload",
-                                       "encryption_key_file", "encryption_key_id",
-                                       "checkpoint_key",      "writer_id",
-                                       "connection",          NULL};
+    static const char *const keys[] = {"connection_file",     "connection_env",    "on_failure",
+                                       "spool_dir",           "durability",        "payload",
+                                       "encryption_key_file", "encryption_key_id", "checkpoint_key",
+                                       "writer_id",           "connection",        NULL};
     static const char *const on_failure[] = {"spool", "reject", NULL};
     static const char *const durability[] = {"strict", "async", NULL};
     policy_audit *au = &c->p->cfg.audit;
@@ -812,8 +914,9 @@ static void validate_audit(vctx *c, const pnode *m)
         for (const char *q = env; *q && ok; q++)
             ok = isalnum((unsigned char)*q) || *q == '_';
         if (!ok || strlen(env) > 128)
-            verr(c, ev, "audit.connection_env: expected an environment variable name "
-                        "(letters, digits and '_')");
+            verr(c, ev,
+                 "audit.connection_env: expected an environment variable name "
+                 "(letters, digits and '_')");
         else {
             au->connection_env = arena_strndup(c->a, env, strlen(env));
             if (!getenv(env))
@@ -850,8 +953,8 @@ static void validate_audit(vctx *c, const pnode *m)
      * digits and an optional newline, as audit/ reads it); the size of a
      * secret is no secret, its bytes are not read. */
     struct stat ks;
-    if (au->encryption_key_file && stat(au->encryption_key_file, &ks) == 0 &&
-        ks.st_size != 32 && ks.st_size != 64 && ks.st_size != 65)
+    if (au->encryption_key_file && stat(au->encryption_key_file, &ks) == 0 && ks.st_size != 32 &&
+        ks.st_size != 64 && ks.st_size != 65)
         verr(c, get(m, "encryption_key_file"),
              "audit.encryption_key_file: the file holds %lld bytes; an AES-256 key file holds "
              "32 bytes, or 64 hex digits and an optional newline",
@@ -897,10 +1000,9 @@ static void validate_logging(vctx *c, const pnode *m)
 static void validate_redaction(vctx *c, const pnode *m)
 {
     static const char *const keys[] = {"rules", NULL};
-    static const char *const rule_keys[] = {"detector",  "name",   "pattern",
-                                            "placeholder", "validator", "action", NULL};
-    static const char *const actions[] = {"redact", "redact_input", "redact_output", "block",
-                                          NULL};
+    static const char *const rule_keys[] = {"detector",  "name",   "pattern", "placeholder",
+                                            "validator", "action", NULL};
+    static const char *const actions[] = {"redact", "redact_input", "redact_output", "block", NULL};
     static const char *const validators[] = {"none", "luhn", "mod97", NULL};
     if (!check_map(c, m, "redaction", keys))
         return;
@@ -921,7 +1023,8 @@ static void validate_redaction(vctx *c, const pnode *m)
         opt_enum(c, r, path, "action", actions, &action);
         const pnode *dv = get(r, "detector"), *pv = get(r, "pattern");
         if (dv && pv) {
-            verr(c, pv, "%s: give either detector (a built-in) or pattern (a custom rule), not both",
+            verr(c, pv,
+                 "%s: give either detector (a built-in) or pattern (a custom rule), not both",
                  path);
             continue;
         }
@@ -964,8 +1067,8 @@ static void validate_redaction(vctx *c, const pnode *m)
         name_at = get(r, "name");
         snprintf(field, sizeof field, "%s.name", path);
         if (redactor_builtin_find(name) >= 0) {
-            verr(c, name_at, "%s: '%s' is the name of a built-in detector; use detector: %s",
-                 field, name, name);
+            verr(c, name_at, "%s: '%s' is the name of a built-in detector; use detector: %s", field,
+                 name, name);
             continue;
         }
         if (dup_name(c, name_at, field, "rule", name, names, at, i))
@@ -1017,6 +1120,118 @@ static void validate_redaction(vctx *c, const pnode *m)
     c->p->cfg.n_redaction_rules = redactor_n_rules(c->p->red);
 }
 
+/* ---- content labels and the router ------------------------------------------------- */
+
+/* Text that ends up in answers and labels: 1..max bytes and no control
+ * characters (C0, DEL, C1), so a label stays one line and cannot smuggle
+ * terminal or protocol escapes into the answer. NULL when absent or bad
+ * (reported; required: absent is an error too). */
+static const char *opt_text(vctx *c, const pnode *m, const char *path, const char *key, size_t max,
+                            bool required)
+{
+    const pnode *v = required ? need(c, m, path, key) : get(m, key);
+    const char *s = v ? as_str(c, v, path, key) : NULL;
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    bool ok = n >= 1 && n <= max;
+    for (size_t i = 0; i < n && ok; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        ok = ch >= 0x20 && ch != 0x7f &&
+             !(ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+               (unsigned char)s[i + 1] <= 0x9f);
+    }
+    if (!ok) {
+        verr(c, v,
+             "%s.%s: expected text of 1 to %zu bytes without control characters (no line "
+             "breaks or tabs)",
+             path, key, max);
+        return NULL;
+    }
+    return arena_strndup(c->a, s, n);
+}
+
+/* content_labels: the implicit label (provider, provider_code) and the
+ * explicit one (a sentence at the start or end of the answer). */
+static void validate_content_labels(vctx *c, const pnode *m)
+{
+    static const char *const keys[] = {"provider", "provider_code", "explicit", NULL};
+    static const char *const explicit_keys[] = {"position", "zh", "en", NULL};
+    static const char *const positions[] = {"start", "end", NULL};
+    policy_content_labels *cl = &c->p->cfg.content_labels;
+    if (!check_map(c, m, "content_labels", keys))
+        return;
+    cl->enabled = true;
+    cl->explicit_text[0] = "本内容由人工智能生成。";
+    cl->explicit_text[1] = "This content was generated by AI.";
+    cl->provider = opt_text(c, m, "content_labels", "provider", 256, true);
+    const pnode *pv = get(m, "provider_code");
+    const char *code = pv ? as_str(c, pv, "content_labels", "provider_code") : NULL;
+    if (code) {
+        size_t n = strlen(code);
+        bool ok = n >= 1 && n <= 64;
+        for (size_t i = 0; i < n && ok; i++)
+            ok = isalnum((unsigned char)code[i]) || code[i] == '-';
+        if (!ok)
+            verr(c, pv,
+                 "content_labels.provider_code: expected 1 to 64 letters, digits or '-' (such "
+                 "as the unified social credit code)");
+        else
+            cl->provider_code = arena_strndup(c->a, code, n);
+    }
+    const pnode *ev = get(m, "explicit");
+    if (!ev || !check_map(c, ev, "content_labels.explicit", explicit_keys))
+        return;
+    int pos = 1;
+    if (opt_enum(c, ev, "content_labels.explicit", "position", positions, &pos))
+        cl->explicit_at_start = pos == 0;
+    static const char *const langs[2] = {"zh", "en"};
+    for (int i = 0; i < 2; i++) {
+        const char *t = opt_text(c, ev, "content_labels.explicit", langs[i], 512, false);
+        if (t)
+            cl->explicit_text[i] = t;
+    }
+}
+
+/* A plain decimal number (no hex, inf or nan). */
+static bool parse_number(const char *s, double *out)
+{
+    if (!*s || strspn(s, "0123456789.eE+-") != strlen(s) || !strpbrk(s, "0123456789"))
+        return false;
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || *end)
+        return false;
+    *out = x;
+    return true;
+}
+
+static void validate_router(vctx *c, const pnode *m)
+{
+    static const char *const keys[] = {"ood_examples", "threshold", NULL};
+    policy_router *ro = &c->p->cfg.router;
+    if (!check_map(c, m, "router", keys))
+        return;
+    ro->ood_examples = opt_path(c, m, "router", "ood_examples", false, PATH_FILE, false);
+    const pnode *tv = get(m, "threshold");
+    if (!tv)
+        return;
+    double x = 0;
+    bool num = tv->kind == PN_SCALAR && tv->plain && parse_number(tv->str, &x);
+    if (num && x > 0 && x < 1) {
+        ro->threshold = x;
+        return;
+    }
+    char got[48];
+    if (num) /* a number is no secret and says what is wrong */
+        snprintf(got, sizeof got, "%.32s", tv->str);
+    else
+        snprintf(got, sizeof got, "%s",
+                 tv->kind == PN_SCALAR && tv->plain && !is_null(tv) ? "text" : kind_name(tv));
+    verr(c, tv, "router.threshold: expected a number between 0 and 1 (both excluded), got %s", got);
+}
+
 /* ---- tenants ---------------------------------------------------------------------- */
 
 static const struct {
@@ -1045,8 +1260,11 @@ static int parse_retention(const char *s)
             return 0;
         v = v * 10 + (s[i] - '0');
     }
-    int mul = s[n - 1] == 'd' ? 1 : s[n - 1] == 'w' ? 7 : s[n - 1] == 'm' ? 31
-                                                            : s[n - 1] == 'y' ? 366 : 0;
+    int mul = s[n - 1] == 'd'   ? 1
+              : s[n - 1] == 'w' ? 7
+              : s[n - 1] == 'm' ? 31
+              : s[n - 1] == 'y' ? 366
+                                : 0;
     v *= mul;
     return v >= 1 && v <= 100 * 366 ? (int)v : 0;
 }
@@ -1113,10 +1331,9 @@ static void check_key_hash(vctx *c, const pnode *hv, const char *path, uint8_t o
 
 static void validate_tenants(vctx *c, const pnode *v)
 {
-    static const char *const keys[] = {"id",         "api_keys",      "mtls_subjects",
-                                       "roles",      "domains",       "rate_limit",
-                                       "max_tokens", "audit_payload", "retention",
-                                       NULL};
+    static const char *const keys[] = {"id",        "api_keys",   "mtls_subjects", "roles",
+                                       "domains",   "rate_limit", "max_tokens",    "audit_payload",
+                                       "retention", NULL};
     static const char *const key_keys[] = {"id", "hash", "rate_limit", NULL};
     static const char *const roles[] = {"user", "admin", "auditor", NULL};
     policy_config *cfg = &c->p->cfg;
@@ -1269,8 +1486,9 @@ static void validate_tenants(vctx *c, const pnode *v)
                 bool dup = false;
                 for (int q = first_key; q < n_all && key->id; q++)
                     if (all[q]->id && !strcmp(all[q]->id, key->id)) {
-                        verr(c, get(km, "id"), "%s: duplicate key id '%s' in this tenant (first "
-                                               "at %d:%d)",
+                        verr(c, get(km, "id"),
+                             "%s: duplicate key id '%s' in this tenant (first "
+                             "at %d:%d)",
                              kf, key->id, all_at[q]->line, all_at[q]->column);
                         dup = true;
                     }
@@ -1280,8 +1498,9 @@ static void validate_tenants(vctx *c, const pnode *v)
                     check_key_hash(c, hv, kp, key->hash, &ok);
                 for (int q = 0; q < n_all && ok; q++)
                     if (!memcmp(all[q]->hash, key->hash, 32)) {
-                        verr(c, hv, "%s.hash: same hash as %s (first at %d:%d); a key belongs to "
-                                    "one tenant and one id",
+                        verr(c, hv,
+                             "%s.hash: same hash as %s (first at %d:%d); a key belongs to "
+                             "one tenant and one id",
                              kp, all_path[q], all_at[q]->line, all_at[q]->column);
                         ok = false;
                     }
@@ -1341,8 +1560,9 @@ static void validate_tenants(vctx *c, const pnode *v)
         const pnode *kw = get(m, "api_keys"), *sw = get(m, "mtls_subjects");
         if ((!kw || (kw->kind == PN_SEQ && kw->n == 0)) &&
             (!sw || (sw->kind == PN_SEQ && sw->n == 0)))
-            vwarn(c, m, "%s: no api_keys and no mtls_subjects: no client can authenticate as "
-                        "this tenant",
+            vwarn(c, m,
+                  "%s: no api_keys and no mtls_subjects: no client can authenticate as "
+                  "this tenant",
                   path);
         if (t->max_tokens && t->rate.tokens_per_minute && t->max_tokens > t->rate.tokens_per_minute)
             vwarn(c, get(m, "max_tokens"),
@@ -1357,12 +1577,12 @@ static void validate_tenants(vctx *c, const pnode *v)
 
 static void validate(vctx *c, const pnode *root)
 {
-    static const char *const keys[] = {"server", "model",     "adapters", "domains",
-                                       "tenants", "redaction", "audit",    "logging", NULL};
+    static const char *const keys[] = {"server",  "model",          "adapters", "domains",
+                                       "tenants", "redaction",      "audit",    "logging",
+                                       "router",  "content_labels", NULL};
     c->p->cfg.logging.output = "stderr";
     if (root->kind != PN_MAP) {
-        verr(c, root,
-             "expected a mapping with server, model, domains, tenants and audit, got %s",
+        verr(c, root, "expected a mapping with server, model, domains, tenants and audit, got %s",
              kind_name(root));
         return;
     }
@@ -1381,6 +1601,10 @@ static void validate(vctx *c, const pnode *root)
     if ((v = get(root, "redaction")))
         validate_redaction(c, v);
     validate_logging(c, get(root, "logging"));
+    if ((v = get(root, "content_labels")))
+        validate_content_labels(c, v);
+    if ((v = get(root, "router")))
+        validate_router(c, v);
     if ((v = need(c, root, "top level", "tenants")))
         validate_tenants(c, v);
 }

@@ -62,8 +62,7 @@ int policy_key_hash(const char *key, size_t len, char *buf, size_t buflen)
 
 int policy_key_generate(char *buf, size_t buflen, char *err, size_t errlen)
 {
-    static const char b64url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     uint8_t raw[33] = {0};
     if (!buf || buflen < POLICY_KEY_LEN + 1) {
         mg_err_set(err, errlen, "policy: key buffer too small");
@@ -138,10 +137,64 @@ const policy_domain *policy_find_domain(const policy *p, const char *name)
     return NULL;
 }
 
+const policy_adapter *policy_find_adapter(const policy *p, const char *name)
+{
+    for (int i = 0; p && name && i < p->cfg.n_adapters; i++)
+        if (p->cfg.adapters[i].name && !strcmp(p->cfg.adapters[i].name, name))
+            return &p->cfg.adapters[i];
+    return NULL;
+}
+
+/* 8..64 lower-case hex digits: what may be a prefix of an adapter's digest. */
+static bool digest_prefix(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 8 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A domain reaches its adapter and its versions (policy_load checked that
+ * each names an adapter). Label matches are looked for first, over all of
+ * them, so a label that happens to be hex never loses to another adapter's
+ * digest; then digest prefixes, where two different digests under one
+ * prefix are ambiguous. The lists are a handful of entries: linear scans. */
+const policy_adapter *policy_domain_adapter(const policy *p, const policy_domain *d,
+                                            const char *version)
+{
+    if (!p || !d || !d->adapter)
+        return NULL;
+    if (!version)
+        return policy_find_adapter(p, d->adapter);
+    int n = d->n_versions + 1;
+    for (int i = 0; i < n; i++) {
+        const policy_adapter *a = policy_find_adapter(p, i ? d->versions[i - 1] : d->adapter);
+        if (a && a->version && !strcmp(a->version, version))
+            return a;
+    }
+    if (!digest_prefix(version))
+        return NULL;
+    size_t len = strlen(version);
+    const policy_adapter *hit = NULL;
+    for (int i = 0; i < n; i++) {
+        const policy_adapter *a = policy_find_adapter(p, i ? d->versions[i - 1] : d->adapter);
+        if (!a || !a->sha256_hex || strncmp(a->sha256_hex, version, len))
+            continue;
+        if (hit && strcmp(hit->sha256_hex, a->sha256_hex))
+            return NULL; /* ambiguous */
+        if (!hit)
+            hit = a;
+    }
+    return hit;
+}
+
 /* ---- the store ---------------------------------------------------------------------- */
 
-int policy_store_open(policy_store **out, const char *path, const policy_load_opts *opts,
-                      char *err, size_t errlen)
+int policy_store_open(policy_store **out, const char *path, const policy_load_opts *opts, char *err,
+                      size_t errlen)
 {
     if (!out || !path) {
         mg_err_set(err, errlen, "policy: no file given");

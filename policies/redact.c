@@ -13,6 +13,13 @@
  * dropped; so an 18-digit resident ID that also passes Luhn is an ID_CARD,
  * not a BANK_CARD. Accepted findings become "[LABEL_n]".
  *
+ * Extra detectors (policy_detectors, turned on by a domain pack) are a
+ * second redactor of built-ins only. A request's rule list is the
+ * snapshot's rules followed by those extras the snapshot does not have
+ * itself (its own action wins), in built-in table order; scanning,
+ * placeholders, streaming and findings go through that one list, so an
+ * extra detector behaves exactly like a policy rule of lowest priority.
+ *
  * Why these patterns look the way they do:
  *   - every numeric detector is fenced by (?<![0-9]) and (?![0-9]), so it
  *     never matches a piece of a longer digit run, while Chinese text, which
@@ -33,8 +40,8 @@
  * "138-0013-8000" and "13800138000" are both [PHONE_1], in the prompt and
  * in the answer. The remembered values are wiped when the request ends.
  *
- * Threads: a redactor is read-only and shared; a policy_redaction belongs
- * to one request.
+ * Threads: a redactor (and a policy_detectors) is read-only and shared; a
+ * policy_redaction belongs to one request.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <ctype.h>
@@ -173,8 +180,8 @@ static bool v_card(const char *s, size_t n)
  * reporting body, which rules out most other 15-digit numbers. */
 static bool v_imei(const char *s, size_t n)
 {
-    static const char *const rb[] = {"01", "10", "30", "33", "35", "44", "45", "49", "50", "51",
-                                     "52", "53", "54", "86", "91", "98", "99"};
+    static const char *const rb[] = {"01", "10", "30", "33", "35", "44", "45", "49", "50",
+                                     "51", "52", "53", "54", "86", "91", "98", "99"};
     char d[24];
     size_t k = digits_of(s, n, d, sizeof d);
     if (k != 15)
@@ -190,8 +197,8 @@ static bool v_imei(const char *s, size_t n)
  * Macau, Taiwan, US, UK, Germany, France, Japan, Korea, Australia). */
 static bool v_imsi(const char *s, size_t n)
 {
-    static const int mcc[] = {460, 461, 454, 455, 466, 310, 311, 312, 313,
-                              314, 315, 316, 234, 235, 262, 208, 440, 441, 450, 505};
+    static const int mcc[] = {460, 461, 454, 455, 466, 310, 311, 312, 313, 314,
+                              315, 316, 234, 235, 262, 208, 440, 441, 450, 505};
     if (n != 15)
         return false;
     int m = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
@@ -234,11 +241,12 @@ static const struct builtin {
     {"bank_card", "BANK_CARD",
      "(?<![0-9])[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,4}(?:[ -]?[0-9]{1,3})?(?![0-9])", v_card,
      0, NORM_ALNUM},
-    {"cn_mobile", "PHONE", "(?<![0-9+])(?:(?:\\+|00)86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])",
-     NULL, 0, NORM_PHONE},
+    {"cn_mobile", "PHONE",
+     "(?<![0-9+])(?:(?:\\+|00)86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])", NULL, 0,
+     NORM_PHONE},
     {"us_ssn", "SSN",
-     "(?<![0-9-])(?!000|666|9)[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![0-9]|-[0-9])", NULL,
-     '-', NORM_ALNUM},
+     "(?<![0-9-])(?!000|666|9)[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![0-9]|-[0-9])", NULL, '-',
+     NORM_ALNUM},
     {"iban", "IBAN",
      "(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
      v_iban, 0, NORM_ALNUM},
@@ -273,8 +281,8 @@ typedef struct rule {
     const char *label;
     pcre2_code *code;
     enum redact_action action;
-    int builtin;  /* index in builtins[], or -1 for a custom pattern */
-    int priority; /* lower wins an overlap */
+    int builtin;                     /* index in builtins[], or -1 for a custom pattern */
+    int priority;                    /* lower wins an overlap */
     enum redact_validator validator; /* custom rules */
 } rule;
 
@@ -416,6 +424,10 @@ typedef struct label_count {
 struct policy_redaction {
     const policy *p;
     pcre2_match_data *md;
+    /* The rules this request runs, in priority order: the policy's, then
+     * the extra detectors the policy does not have itself. Indices into
+     * this list are what spans and counters refer to. */
+    const rule **rules; /* [n_rules] */
     int n_rules;
     int *found_in, *found_out; /* [n_rules] */
     value_entry *ent;
@@ -428,27 +440,97 @@ struct policy_redaction {
     size_t n_pend, cap_pend;
 };
 
-int policy_redaction_create(policy_redaction **out, const policy *p)
+/* ---- extra detectors (from a domain pack) ------------------------------------------------ */
+
+/* A redactor holding built-ins only, in table order (so in built-in
+ * priority order), each once, each with action redact. */
+struct policy_detectors {
+    redactor *red;
+};
+
+int policy_detectors_create(policy_detectors **out, const char *const *names, int n, char *err,
+                            size_t errlen)
+{
+    bool want[N_BUILTIN] = {false};
+    if (!out || n < 0 || (n > 0 && !names)) {
+        mg_err_set(err, errlen, "policy: detectors: no names given");
+        return MG_EINVAL;
+    }
+    for (int i = 0; i < n; i++) {
+        int b = names[i] ? redactor_builtin_find(names[i]) : -1;
+        if (b < 0) {
+            mg_err_set(err, errlen, "policy: unknown detector '%.64s' (built-in: %s)",
+                       names[i] ? names[i] : "(null)", redactor_builtin_names());
+            return MG_EINVAL;
+        }
+        want[b] = true;
+    }
+    policy_detectors *d = calloc(1, sizeof *d);
+    if (!d || redactor_create(&d->red))
+        goto fail;
+    for (int b = 0; b < N_BUILTIN; b++)
+        if (want[b] && redactor_add_builtin(d->red, b, REDACT_BOTH))
+            goto fail;
+    *out = d;
+    return 0;
+fail:
+    mg_err_set(err, errlen, "policy: detectors: out of memory");
+    policy_detectors_free(d);
+    return MG_ENOMEM;
+}
+
+void policy_detectors_free(policy_detectors *d)
+{
+    if (!d)
+        return;
+    redactor_free(d->red);
+    free(d);
+}
+
+/* Whether the policy's redactor has built-in b as a rule of its own. */
+static bool has_builtin(const redactor *rd, int b)
+{
+    for (int i = 0; i < rd->n; i++)
+        if (rd->rules[i].builtin == b)
+            return true;
+    return false;
+}
+
+int policy_redaction_create_ex(policy_redaction **out, const policy *p,
+                               const policy_detectors *extra)
 {
     if (!out || !p)
         return MG_EINVAL;
     policy_redaction *r = calloc(1, sizeof *r);
     if (!r)
         return MG_ENOMEM;
-    r->n_rules = p->red->n;
+    const redactor *pr = p->red, *xr = extra ? extra->red : NULL;
+    int cap = pr->n + (xr ? xr->n : 0);
+    r->rules = calloc((size_t)cap + 1, sizeof *r->rules);
     r->md = pcre2_match_data_create(1, NULL);
-    r->found_in = calloc((size_t)r->n_rules + 1, sizeof(int));
-    r->found_out = calloc((size_t)r->n_rules + 1, sizeof(int));
-    if (!r->md || !r->found_in || !r->found_out) {
+    r->found_in = calloc((size_t)cap + 1, sizeof(int));
+    r->found_out = calloc((size_t)cap + 1, sizeof(int));
+    if (!r->rules || !r->md || !r->found_in || !r->found_out) {
+        free(r->rules);
         pcre2_match_data_free(r->md);
         free(r->found_in);
         free(r->found_out);
         free(r);
         return MG_ENOMEM;
     }
+    for (int i = 0; i < pr->n; i++)
+        r->rules[r->n_rules++] = &pr->rules[i];
+    for (int i = 0; xr && i < xr->n; i++)
+        if (!has_builtin(pr, xr->rules[i].builtin)) /* the policy's own action wins */
+            r->rules[r->n_rules++] = &xr->rules[i];
     r->p = policy_retain(p);
     *out = r;
     return 0;
+}
+
+int policy_redaction_create(policy_redaction **out, const policy *p)
+{
+    return policy_redaction_create_ex(out, p, NULL);
 }
 
 void policy_redaction_free(policy_redaction *r)
@@ -467,6 +549,7 @@ void policy_redaction_free(policy_redaction *r)
     free(r->labels);
     free(r->found_in);
     free(r->found_out);
+    free(r->rules);
     pcre2_match_data_free(r->md);
     policy_release(r->p);
     free(r);
@@ -475,12 +558,11 @@ void policy_redaction_free(policy_redaction *r)
 int policy_redaction_findings(const policy_redaction *r, policy_finding *out, int max)
 {
     int n = 0;
-    const redactor *rd = r->p->red;
     for (int i = 0; i < r->n_rules; i++) {
         if (!r->found_in[i] && !r->found_out[i])
             continue;
         if (n < max && out)
-            out[n] = (policy_finding){rd->rules[i].name, rd->rules[i].label, r->found_in[i],
+            out[n] = (policy_finding){r->rules[i]->name, r->rules[i]->label, r->found_in[i],
                                       r->found_out[i]};
         n++;
     }
@@ -637,18 +719,18 @@ static size_t next_char(const char *t, size_t len, size_t i)
     return i;
 }
 
-/* Runs rule x over the text, appending validated matches to cand. */
-static int scan_rule(const redactor *rd, int ri, pcre2_match_data *md, const char *text,
-                     size_t len, spans *cand, char *err, size_t errlen)
+/* Runs rule x (the request's rule ri) over the text, appending validated
+ * matches to cand; mctx limits custom patterns. */
+static int scan_rule(const rule *x, int ri, pcre2_match_context *mctx, pcre2_match_data *md,
+                     const char *text, size_t len, spans *cand, char *err, size_t errlen)
 {
-    const rule *x = &rd->rules[ri];
     const struct builtin *b = x->builtin >= 0 ? &builtins[x->builtin] : NULL;
     if (b && b->need && !memchr(text, b->need, len))
         return 0;
     uint32_t opts = b ? 0 : PCRE2_NO_UTF_CHECK;
     size_t off = 0;
     while (off <= len) {
-        int rc = pcre2_match(x->code, (PCRE2_SPTR)text, len, off, opts, md, b ? NULL : rd->mctx);
+        int rc = pcre2_match(x->code, (PCRE2_SPTR)text, len, off, opts, md, b ? NULL : mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
         if (rc < 0) {
@@ -666,8 +748,8 @@ static int scan_rule(const redactor *rd, int ri, pcre2_match_data *md, const cha
             off = next_char(text, len, s);
             continue;
         }
-        bool ok = b ? (!b->ok || b->ok(text + s, e - s))
-                    : custom_valid(x->validator, text + s, e - s);
+        bool ok =
+            b ? (!b->ok || b->ok(text + s, e - s)) : custom_valid(x->validator, text + s, e - s);
         /* Grouped numbers: the pattern may have swallowed a following
          * group ("4111 1111 1111 1111 123"); try the match cut back at each
          * separator, longest first. A cut before a separator still meets
@@ -771,10 +853,9 @@ static int find_spans(policy_redaction *r, policy_direction dir, const char *tex
         mg_err_set(err, errlen, "policy: redact: the text is not valid UTF-8 (byte %zu)", bad);
         return MG_EINVAL;
     }
-    const redactor *rd = r->p->red;
-    for (int i = 0; i < rd->n && !rc; i++)
-        if (applies(rd->rules[i].action, dir))
-            rc = scan_rule(rd, i, r->md, text, len, &cand, err, errlen);
+    for (int i = 0; i < r->n_rules && !rc; i++)
+        if (applies(r->rules[i]->action, dir))
+            rc = scan_rule(r->rules[i], i, r->p->red->mctx, r->md, text, len, &cand, err, errlen);
     /* candidates are in (priority, start) order, since rules ran in priority
      * order: the first to claim a byte wins it */
     uint8_t *taken = rc || !cand.n ? NULL : calloc(len / 8 + 1, 1);
@@ -799,14 +880,13 @@ static int find_spans(policy_redaction *r, policy_direction dir, const char *tex
 static int emit(policy_redaction *r, policy_direction dir, const char *text, size_t len,
                 const spans *acc, policy_redact_result *res, char *err, size_t errlen)
 {
-    const redactor *rd = r->p->red;
     size_t cap = len + 48 * acc->n + 1 /* "[" label<=32 "_" n<=10 "]" */, used = 0, pos = 0;
     char *out = malloc(cap);
     if (!out)
         goto fail;
     for (size_t i = 0; i < acc->n; i++) {
         const span *s = &acc->v[i];
-        const rule *x = &rd->rules[s->rule];
+        const rule *x = r->rules[s->rule];
         char norm[256];
         size_t nn = normalise(x->builtin >= 0 ? &builtins[x->builtin] : NULL, text + s->start,
                               s->end - s->start, norm, sizeof norm);
@@ -909,8 +989,8 @@ int policy_redact_stream(policy_redaction *r, const char *chunk, size_t len, boo
             if ((t[c] & 0xc0) != 0x80 && !sticky(t[c]) && !sticky(t[c - 1]))
                 cut = c;
         /* no such boundary in a long stretch: cut at a character start anyway */
-        for (size_t c = n - POLICY_STREAM_HOLDBACK; !cut && n > 16 * POLICY_STREAM_HOLDBACK && c > 0;
-             c--)
+        for (size_t c = n - POLICY_STREAM_HOLDBACK;
+             !cut && n > 16 * POLICY_STREAM_HOLDBACK && c > 0; c--)
             if ((t[c] & 0xc0) != 0x80)
                 cut = c;
     }
