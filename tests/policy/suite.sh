@@ -29,8 +29,10 @@ unset MG_SUITE_UNSET_DSN
 
 # ---- fixture tree -------------------------------------------------------------
 tree="$T/tree"
-mkdir -p "$tree/tls" "$tree/packs/finance" "$tree/packs/medical" "$tree/spool" "$tree/secrets"
+mkdir -p "$tree/tls" "$tree/packs/finance" "$tree/packs/medical" "$tree/spool" "$tree/secrets" \
+    "$tree/router"
 : >"$tree/tls/server.crt"
+: >"$tree/router/ood.jsonl"
 : >"$tree/model.gguf"
 (umask 077 && : >"$tree/tls/server.key" && : >"$tree/secrets/db.conninfo")
 head -c 32 /dev/urandom >"$tree/secrets/open.key"

@@ -527,6 +527,15 @@ static void test_example(void **st)
     assert_int_equal(policy_find_tenant(p, "acme-securities")->audit_payload,
                      POLICY_PAYLOAD_ENCRYPT);
     assert_int_equal(policy_find_tenant(p, "city-hospital")->retention_days, 6 * 366);
+    assert_string_equal(policy_find_adapter(p, "finance-lora")->version, "2026.05");
+    assert_string_equal(policy_find_adapter(p, "medical-lora")->version, "0a1b2c3d4e5f");
+    const policy_domain *fin = policy_find_domain(p, "finance");
+    assert_ptr_equal(policy_domain_adapter(p, fin, "2026.05"),
+                     policy_find_adapter(p, "finance-lora"));
+    assert_true(c->content_labels.enabled);
+    assert_string_equal(c->content_labels.provider_code, "91110000MA01ABCD2X");
+    assert_false(c->content_labels.explicit_at_start);
+    assert_null(c->router.ood_examples);
     policy_release(p);
 }
 
