@@ -6,7 +6,7 @@ set -eu
 
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libopenblas-dev libpcre2-dev libpq-dev libssl-dev libyaml-dev libmicrohttpd-dev libgnutls28-dev
-libjansson-dev libcmocka-dev postgresql python3 python3-numpy nodejs npm curl ca-certificates"
+libjansson-dev libcmocka-dev postgresql python3 python3-numpy python3-yaml nodejs npm curl ca-certificates"
 
 missing=""
 for p in $PKGS; do

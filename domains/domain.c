@@ -830,6 +830,52 @@ oom:
     return MG_ENOMEM;
 }
 
+static const char *folder_base(arena *a, const char *dir)
+{
+    size_t nl = strlen(dir);
+    while (nl > 1 && dir[nl - 1] == '/')
+        nl--;
+    const char *e = dir + nl, *b = e;
+    while (b > dir && b[-1] != '/')
+        b--;
+    return arena_strndup(a, b, (size_t)(e - b));
+}
+
+int domain_set_load_packs(domain_set **out, const char *const *dirs, int n,
+                          const domain_load_opts *opts, char *err, size_t errlen)
+{
+    if (!out || (n && !dirs) || n < 0) {
+        mg_err_set(err, errlen, "domains: bad arguments");
+        return MG_EINVAL;
+    }
+    if (n == 0) {
+        mg_err_set(err, errlen, "domains: no pack given");
+        return MG_ENOTFOUND;
+    }
+    if (n > MAX_PACKS) {
+        mg_err_set(err, errlen, "domains: more than %d domain packs", MAX_PACKS);
+        return MG_EINVAL;
+    }
+    domain_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return MG_ENOMEM;
+    loader L = {.a = &s->a};
+    s->packs = arena_alloc(&s->a, sizeof *s->packs * (size_t)n);
+    if (!s->packs)
+        goto oom;
+    for (int i = 0; i < n; i++) {
+        const char *base = dirs[i] ? folder_base(&s->a, dirs[i]) : NULL;
+        if (!dirs[i] || !base || load_dir_pack(s, &L, dirs[i], base) != 0)
+            goto oom;
+    }
+    return finish(s, &L, opts, out, err, errlen);
+oom:
+    loader_free(&L);
+    domain_set_free(s);
+    mg_err_set(err, errlen, "domains: out of memory");
+    return MG_ENOMEM;
+}
+
 int domain_set_load_memory(domain_set **out, const char *name, const char *yaml, size_t len,
                            const char *pack_dir, const domain_load_opts *opts, char *err,
                            size_t errlen)

@@ -88,6 +88,12 @@ typedef struct domain_load_opts {
 int domain_set_load(domain_set **out, const char *dir, const domain_load_opts *opts, char *err,
                     size_t errlen);
 
+/* The packs in the folders dirs[0..n) (each holds domain.yaml), in that
+ * order: the policy's domains[].pack list. Same codes as domain_set_load
+ * (two folders with the same name are an error). */
+int domain_set_load_packs(domain_set **out, const char *const *dirs, int n,
+                          const domain_load_opts *opts, char *err, size_t errlen);
+
 /* One pack from memory: yaml[0..len) stands for pack_dir/domain.yaml (name
  * is used in diagnostics); the files it names are read from pack_dir. For
  * the fuzzer and the tests. Same codes as domain_set_load. */

@@ -80,8 +80,9 @@ static int load_one(lora_registry *r, const policy_adapter *a, char *err, size_t
         return rc;
     if (strcmp(hex, a->sha256_hex)) {
         mg_err_set(err, errlen,
-                   "gateway: adapter '%s': the SHA-256 of '%s' is %s, the policy says %s; refusing to load it", a->name,
-                   a->path, hex, a->sha256_hex);
+                   "gateway: adapter '%s': the SHA-256 of '%s' is %s, the policy says %s; refusing "
+                   "to load it",
+                   a->name, a->path, hex, a->sha256_hex);
         return MG_EFORMAT;
     }
     return lora_registry_load(r, a->name, a->path, 1.0f, err, errlen);
@@ -114,17 +115,27 @@ static void model_obj(gateway *g, gw_buf *b, const char *id)
                   (long long)(g->started_us / 1000000));
 }
 
-void gw_models_json(gateway *g, const policy *p, const policy_tenant *t, const char *only, gw_buf *b)
+void gw_models_json(gateway *g, const policy *p, const policy_tenant *t, bool with_auto,
+                    const char *only, gw_buf *b)
 {
     if (only) {
-        if (!strcmp(only, g->model_id))
-            model_obj(g, b, g->model_id);
-        else if (policy_find_domain(p, only) && policy_tenant_allows_domain(t, only))
+        char name[260];
+        const char *at = strchr(only, '@');
+        snprintf(name, sizeof name, "%.*s", (int)(at ? (size_t)(at - only) : strlen(only)), only);
+        const policy_domain *d = policy_find_domain(p, name);
+        if (!strcmp(only, g->model_id) || (with_auto && !strcmp(only, "auto")))
+            model_obj(g, b, only);
+        else if (d && policy_tenant_allows_domain(t, name) &&
+                 (!at || policy_domain_adapter(p, d, at + 1)))
             model_obj(g, b, only);
         return;
     }
     gw_buf_puts(b, "{\"object\":\"list\",\"data\":[");
     model_obj(g, b, g->model_id);
+    if (with_auto) {
+        gw_buf_put(b, ",", 1);
+        model_obj(g, b, "auto");
+    }
     for (int i = 0; i < t->n_domains; i++) {
         /* a repeated domain in the tenant's list is listed once */
         bool seen = false;
@@ -154,13 +165,15 @@ static const char *body_name(gw_req *r, json_t **root)
     json_object_foreach(*root, k, v)
     {
         if (strcmp(k, "name")) {
-            gw_req_error(r, 400, "invalid_request", "name", "%.60s: unknown field (only \"name\")", k);
+            gw_req_error(r, 400, "invalid_request", "name", "%.60s: unknown field (only \"name\")",
+                         k);
             return NULL;
         }
     }
     json_t *n = json_object_get(*root, "name");
     if (!json_is_string(n)) {
-        gw_req_error(r, 400, "invalid_request", "name", "name: expected the adapter's name as a string");
+        gw_req_error(r, 400, "invalid_request", "name",
+                     "name: expected the adapter's name as a string");
         return NULL;
     }
     return json_string_value(n);
@@ -180,7 +193,8 @@ static void adapter_load(gw_req *r)
         if (!strcmp(c->adapters[i].name, name))
             a = &c->adapters[i];
     if (!a) {
-        gw_req_error(r, 404, "adapter_not_found", "name", "the policy defines no adapter '%.64s'", name);
+        gw_req_error(r, 404, "adapter_not_found", "name", "the policy defines no adapter '%.64s'",
+                     name);
         goto done;
     }
     r->adapter = a->name;
@@ -190,13 +204,15 @@ static void adapter_load(gw_req *r)
         goto done;
     }
     if (registry_has(g->o.adapters, a->name)) {
-        gw_req_error(r, 409, "adapter_loaded", "name", "the adapter '%s' is already loaded", a->name);
+        gw_req_error(r, 409, "adapter_loaded", "name", "the adapter '%s' is already loaded",
+                     a->name);
         goto done;
     }
     char err[512];
     int rc = load_one(g->o.adapters, a, err, sizeof err);
     if (rc == MG_EBUSY)
-        gw_req_error(r, 409, "adapter_loaded", "name", "the adapter '%s' is already loaded", a->name);
+        gw_req_error(r, 409, "adapter_loaded", "name", "the adapter '%s' is already loaded",
+                     a->name);
     else if (rc)
         gw_req_error(r, rc == MG_ENOMEM ? 500 : 400, "adapter_load_failed", "name", "%s", err);
     else {
@@ -231,7 +247,8 @@ static void reload(gw_req *r)
         return;
     }
     const policy *p = policy_store_acquire(r->g->o.policies);
-    gw_buf_printf(&r->resp, "{\"reloaded\":true,\"generation\":%llu}", (unsigned long long)policy_generation(p));
+    gw_buf_printf(&r->resp, "{\"reloaded\":true,\"generation\":%llu}",
+                  (unsigned long long)policy_generation(p));
     policy_release(p);
 }
 
@@ -244,19 +261,21 @@ static void put_stats(gw_req *r)
     gw_buf_puts(b, "{\"model\":");
     gw_buf_jsonz(b, g->model_id);
     gw_buf_printf(b, ",\"uptime_s\":%.1f", (gw_wall_us() - g->started_us) / 1e6);
-    gw_buf_printf(b,
-                  ",\"engine\":{\"running\":%d,\"waiting\":%d,\"slots_total\":%d,\"requests_done\":%lld,"
-                  "\"prompt_tokens\":%lld,\"generated_tokens\":%lld,\"tokens_per_second\":%.2f,"
-                  "\"kv_blocks_total\":%d,\"kv_blocks_used\":%d,\"kv_blocks_cached\":%d,\"kv_bytes\":%zu,"
-                  "\"prefix_hit_tokens\":%lld}",
-                  s.running, s.waiting, s.slots_total, (long long)s.requests_done, (long long)s.prompt_tokens,
-                  (long long)s.generated_tokens, s.tokens_per_second, s.kv_blocks_total, s.kv_blocks_used,
-                  s.kv_blocks_cached, s.kv_bytes, (long long)s.prefix_hit_tokens);
+    gw_buf_printf(
+        b,
+        ",\"engine\":{\"running\":%d,\"waiting\":%d,\"slots_total\":%d,\"requests_done\":%lld,"
+        "\"prompt_tokens\":%lld,\"generated_tokens\":%lld,\"tokens_per_second\":%.2f,"
+        "\"kv_blocks_total\":%d,\"kv_blocks_used\":%d,\"kv_blocks_cached\":%d,\"kv_bytes\":%zu,"
+        "\"prefix_hit_tokens\":%lld}",
+        s.running, s.waiting, s.slots_total, (long long)s.requests_done, (long long)s.prompt_tokens,
+        (long long)s.generated_tokens, s.tokens_per_second, s.kv_blocks_total, s.kv_blocks_used,
+        s.kv_blocks_cached, s.kv_bytes, (long long)s.prefix_hit_tokens);
     if (g->o.audit) {
         audit_stats a;
         audit_writer_stats(g->o.audit, &a);
         gw_buf_printf(b,
-                      ",\"audit\":{\"connected\":%s,\"queue_depth\":%llu,\"spool_records\":%llu,\"written\":%llu,"
+                      ",\"audit\":{\"connected\":%s,\"queue_depth\":%llu,\"spool_records\":%llu,"
+                      "\"written\":%llu,"
                       "\"failed\":%llu,\"last_seq\":%lld}",
                       a.connected ? "true" : "false", (unsigned long long)a.queue_depth,
                       (unsigned long long)a.spool_records, (unsigned long long)a.written,
@@ -300,14 +319,9 @@ static void put_metrics(gw_req *r)
 enum MHD_Result gw_admin(gw_req *r)
 {
     switch (r->route) {
-    case GW_R_METRICS:
-        put_metrics(r);
-        return gw_req_respond(r);
-    case GW_R_STATS:
-        put_stats(r);
-        return gw_req_respond(r);
-    default:
-        break;
+    case GW_R_METRICS: put_metrics(r); return gw_req_respond(r);
+    case GW_R_STATS: put_stats(r); return gw_req_respond(r);
+    default: break;
     }
     /* actions: the caller answers after the audit record */
     if (!gw_auth_role(r, POLICY_ROLE_ADMIN, "admin endpoints"))

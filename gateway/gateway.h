@@ -115,12 +115,14 @@ typedef struct gateway_request {
     enum gateway_endpoint endpoint;
     char *model;
     bool stream;
-    bool include_usage;        /* stream_options.include_usage */
-    int64_t max_tokens;        /* max_tokens / max_completion_tokens; -1: not given */
-    double temperature;        /* 0..2, default 1 */
-    double top_p;              /* 0..1, default 1 */
-    double presence_penalty;   /* -2..2, default 0 */
-    double frequency_penalty;  /* -2..2, default 0 */
+    bool include_usage;   /* stream_options.include_usage */
+    int64_t max_tokens;   /* max_tokens / max_completion_tokens; -1: not given */
+    double temperature;   /* 0..2, default 1 */
+    double top_p;         /* 0..1, default 1 */
+    bool has_temperature; /* given (not absent or null): a domain's default does not apply */
+    bool has_top_p;
+    double presence_penalty;  /* -2..2, default 0 */
+    double frequency_penalty; /* -2..2, default 0 */
     bool has_seed;
     int64_t seed;
     char *stop[GATEWAY_MAX_STOP];
@@ -142,8 +144,8 @@ typedef struct gateway_request {
  * refused with MG_EINVAL, err naming the field (also in out->err_param).
  * On success *out owns its strings; on failure nothing is left to free
  * (gateway_request_free is still safe). */
-int gateway_request_parse(gateway_request *out, enum gateway_endpoint ep, const char *body, size_t len,
-                          char *err, size_t errlen);
+int gateway_request_parse(gateway_request *out, enum gateway_endpoint ep, const char *body,
+                          size_t len, char *err, size_t errlen);
 void gateway_request_free(gateway_request *r); /* accepts NULL; zeroes *r */
 
 #endif

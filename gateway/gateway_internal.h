@@ -10,6 +10,7 @@
  *   admin.c     the admin endpoints, /metrics, adapter loading
  *   metrics.c   counters and histograms
  *   log.c       JSON (or text) log lines
+ *   domains.c   the domain packs and the "auto" router of the policy in force
  */
 #ifndef MOEGATE_GATEWAY_INTERNAL_H
 #define MOEGATE_GATEWAY_INTERNAL_H
@@ -20,6 +21,7 @@
 
 #include <microhttpd.h>
 
+#include "domains/domain.h"
 #include "gateway/gateway.h"
 
 /* ---- a growable byte buffer (encode.c) ---------------------------------------------- */
@@ -43,7 +45,8 @@ void gw_buf_utf8(gw_buf *b, const char *s, size_t n);
 char *gw_buf_take(gw_buf *b, size_t *len);
 
 /* OpenAI's error object: {"error": {"message", "type", "param", "code"}}. */
-void gw_encode_error(gw_buf *b, const char *message, const char *type, const char *param, const char *code);
+void gw_encode_error(gw_buf *b, const char *message, const char *type, const char *param,
+                     const char *code);
 /* The error type OpenAI uses for an HTTP status. */
 const char *gw_error_type(int status);
 
@@ -74,8 +77,9 @@ typedef struct gw_metrics gw_metrics;
 int gw_metrics_create(gw_metrics **out);
 void gw_metrics_free(gw_metrics *m);
 /* One finished request. ttft_s < 0: none (no token or not a generation). */
-void gw_metrics_request(gw_metrics *m, const char *endpoint, const char *tenant, const char *domain, int status,
-                        int64_t prompt_tokens, int64_t completion_tokens, double latency_s, double ttft_s);
+void gw_metrics_request(gw_metrics *m, const char *endpoint, const char *tenant, const char *domain,
+                        int status, int64_t prompt_tokens, int64_t completion_tokens,
+                        double latency_s, double ttft_s);
 void gw_metrics_connection(gw_metrics *m, int delta);
 typedef struct gw_gauges {
     const serve_stats *serve;
@@ -86,24 +90,63 @@ typedef struct gw_gauges {
 } gw_gauges;
 void gw_metrics_render(gw_metrics *m, const gw_gauges *g, gw_buf *out);
 
+/* ---- domain packs (domains.c) ------------------------------------------------------------ */
+
+typedef struct gw_domain {         /* one entry of the policy's domains, in its order */
+    const domain_pack *pack;       /* NULL: the domain names no pack */
+    int pack_index;                /* in the set, or -1 */
+    const policy_adapter *adapter; /* the policy's adapter, else the pack's; NULL: base weights */
+    policy_detectors *det;         /* the pack's extra redaction detectors, or NULL */
+} gw_domain;
+
+typedef struct gw_domains {
+    atomic_int refs;
+    const policy *pol; /* the snapshot these packs belong to (a reference) */
+    domain_set *set;   /* NULL when no domain names a pack */
+    domain_router *router;
+    int n;          /* == the policy's n_domains */
+    gw_domain *dom; /* [n] */
+    int *of_pack;   /* pack index -> the first policy domain using it */
+} gw_domains;
+
+typedef struct gw_routed {
+    int domain;   /* policy domain index the router sent the request to, or -1: the base model */
+    int best;     /* the most likely policy domain, or -1 (out of domain) */
+    double score; /* the router's confidence in best */
+    bool above;   /* score reached the threshold */
+    bool denied;  /* above the threshold, but the tenant may not use that domain */
+} gw_routed;
+
+/* Loads the packs of p's domains and trains the router. g (may be NULL)
+ * receives the packs' diagnostics in its log. */
+int gw_domains_build(gw_domains **out, gateway *g, const policy *p, char *err, size_t errlen);
+gw_domains *gw_domains_acquire(gateway *g);      /* the set in force, with a reference */
+void gw_domains_release(gw_domains *d);          /* accepts NULL */
+void gw_domains_swap(gateway *g, gw_domains *d); /* puts d in force (takes its reference) */
+int gw_domains_index(const gw_domains *d, const char *name); /* policy domain index or -1 */
+/* Routes text for tenant t ("auto"). */
+int gw_domains_route(const gw_domains *d, const policy_tenant *t, const char *text, size_t len,
+                     gw_routed *out);
+
 /* ---- the gateway ---------------------------------------------------------------------- */
 
 typedef struct gw_req gw_req;
 
 /* One TCP connection (libmicrohttpd's socket context). */
 typedef struct gw_conn {
-    char addr[64];         /* client address, text */
+    char addr[64]; /* client address, text */
     int fd;
-    bool cert_checked;     /* the fields below are filled */
-    int cert_state;        /* 0 none presented, 1 verified, -1 presented but not trusted */
-    char subject[512];     /* RFC 2253 subject of a verified certificate */
+    bool cert_checked; /* the fields below are filled */
+    int cert_state;    /* 0 none presented, 1 verified, -1 presented but not trusted */
+    char subject[512]; /* RFC 2253 subject of a verified certificate */
 } gw_conn;
 
 struct gateway {
     gateway_opts o;
     char model_id[256];
     char model_sha256[65];
-    enum chat_template tmpl_detected; /* CHAT_TEMPLATE_NONE: none found (chat refused unless the policy names one) */
+    enum chat_template tmpl_detected; /* CHAT_TEMPLATE_NONE: none found (chat refused unless the
+                                         policy names one) */
     char tmpl_err[256];
     char bos[64], eos[64];
     int n_ctx;
@@ -115,14 +158,16 @@ struct gateway {
     gw_log *log;
     gw_metrics *met;
     int64_t started_us;
-    atomic_int stop;                 /* gateway_stop was called */
-    atomic_int reload_req;           /* a reload is asked for */
-    atomic_int stopping;             /* gateway_close began: new generations get 503 */
+    atomic_int stop;       /* gateway_stop was called */
+    atomic_int reload_req; /* a reload is asked for */
+    atomic_int stopping;   /* gateway_close began: new generations get 503 */
     atomic_llong reloads_ok, reloads_failed;
+    pthread_mutex_t dom_mu; /* guards dom */
+    gw_domains *dom;        /* the policy and packs in force */
     /* the audit thread: requests whose record is to be written, in order */
     pthread_t fin_thread;
     bool fin_started;
-    pthread_mutex_t fin_mu;          /* guards fin_head, fin_tail, fin_quit */
+    pthread_mutex_t fin_mu; /* guards fin_head, fin_tail, fin_quit */
     pthread_cond_t fin_cv;
     gw_req *fin_head, *fin_tail;
     bool fin_quit;
@@ -131,12 +176,12 @@ struct gateway {
     bool watch_started;
     int epfd, wake_fd;
     /* requests the engine holds, for the watcher and for close */
-    pthread_mutex_t act_mu;          /* guards the act list, n_inflight and gw_req.watched */
-    pthread_cond_t act_cv;           /* signalled when n_inflight drops */
+    pthread_mutex_t act_mu; /* guards the act list, n_inflight and gw_req.watched */
+    pthread_cond_t act_cv;  /* signalled when n_inflight drops */
     gw_req *act_head;
-    int n_inflight;                  /* gw_req objects alive */
+    int n_inflight; /* gw_req objects alive */
     uint64_t next_watch_id;
-    atomic_int n_suspended;          /* connections we suspended and have not resumed */
+    atomic_int n_suspended; /* connections we suspended and have not resumed */
 };
 
 /* Request state: see server.c's design comment. */
@@ -168,74 +213,80 @@ struct gw_req {
     gateway *g;
     struct MHD_Connection *conn;
     gw_conn *cx;
-    atomic_int refs;               /* MHD's, the engine's, the audit thread's */
-    char id[40];                   /* request id (x-request-id) */
-    int64_t received_us;           /* wall clock */
-    double t0;                     /* monotonic seconds at arrival */
-    double t_first;                /* first generated text (monotonic), 0: none yet */
+    atomic_int refs;     /* MHD's, the engine's, the audit thread's */
+    char id[40];         /* request id (x-request-id) */
+    int64_t received_us; /* wall clock */
+    double t0;           /* monotonic seconds at arrival */
+    double t_first;      /* first generated text (monotonic), 0: none yet */
     enum gw_route route;
     enum gw_state state;
-    const char *method;            /* a string constant */
-    char path[96];                 /* route path for logs (the route's pattern) */
-    char arg[128];                 /* /v1/models/{id}, /admin/adapters/{name} */
-    bool audited;                  /* this route leaves an audit record */
-    char client_addr[64];          /* copied: the connection may close before the audit */
-    char *client_subject;          /* verified client certificate subject, or NULL */
+    const char *method;   /* a string constant */
+    char path[96];        /* route path for logs (the route's pattern) */
+    char arg[128];        /* /v1/models/{id}, /admin/adapters/{name} */
+    bool audited;         /* this route leaves an audit record */
+    char client_addr[64]; /* copied: the connection may close before the audit */
+    char *client_subject; /* verified client certificate subject, or NULL */
     /* body */
     char *body;
     size_t body_len, body_cap;
     bool body_too_large;
-    size_t discarded;              /* body bytes dropped after the cap */
+    size_t discarded; /* body bytes dropped after the cap */
     /* who */
-    const policy *pol;             /* snapshot for the whole request */
+    gw_domains *dom;   /* packs for the whole request (a reference) */
+    const policy *pol; /* snapshot for the whole request: dom->pol */
     const policy_tenant *tenant;
     const policy_api_key *key;
     /* what */
     gateway_request preq;
     bool parsed;
-    const char *endpoint;          /* "chat.completions", "completions", "admin.*" */
-    char model_name[260];          /* as the client asked (validated) */
-    const char *domain;            /* policy domain name, or NULL (base model) */
-    const char *adapter;           /* adapter name, or NULL */
+    const char *endpoint;        /* "chat.completions", "completions", "admin.*" */
+    char model_name[260];        /* as the client asked (validated) */
+    const char *domain;          /* policy domain name, or NULL (base model) */
+    const gw_domain *pack;       /* the domain's pack entry, or NULL */
+    domain_lang lang;            /* the request's language (system prompt, disclaimer, labels) */
+    bool routed;                 /* model "auto": route below is set */
+    gw_routed rt;                /* model "auto": where the router sent it */
+    const domain_topic *blocked; /* a blocked topic answered with its refusal */
+    const char *adapter;         /* adapter name, or NULL */
     const char *adapter_sha256;
-    char sampling_json[512];
+    char sampling_json[1024];
     int64_t n_prompt, max_tokens, reserved;
-    bool admitted;                 /* the rate limiter charged us: settle at the end */
+    bool admitted; /* the rate limiter charged us: settle at the end */
     policy_redaction *red;
-    char *prompt_text;             /* what the model saw (after redaction), for the audit */
+    char *prompt_text; /* what the model saw (after redaction), for the audit */
     size_t prompt_len;
     /* the engine's output; mu guards everything down to `suspended` */
     pthread_mutex_t mu;
-    char *out;                     /* raw generated text not yet consumed */
+    char *out; /* raw generated text not yet consumed */
     size_t out_len, out_cap;
     int64_t n_completion;
-    bool in_engine;                /* submitted and not finished */
+    bool in_engine; /* submitted and not finished */
     bool finished;
     enum serve_finish finish;
-    bool client_gone;              /* MHD ended the request with an error */
-    atomic_bool peer_closed;       /* the watcher saw the client close its socket */
+    bool client_gone;        /* MHD ended the request with an error */
+    atomic_bool peer_closed; /* the watcher saw the client close its socket */
     bool audit_done;
     bool audit_failed;
-    bool suspended;                /* we suspended the connection; resume exactly once */
-    bool mhd_done;                 /* MHD completed the request: never touch conn again */
+    bool suspended; /* we suspended the connection; resume exactly once */
+    bool mhd_done;  /* MHD completed the request: never touch conn again */
     uint64_t serve_id;
     /* the response */
     int status;
     char err_msg[400];
     char err_code[48];
     double retry_after;
-    gw_buf resp;                   /* JSON body (non-streaming) */
-    gw_buf completion;             /* what the client got (after redaction) */
+    gw_buf resp;       /* JSON body (non-streaming) */
+    gw_buf completion; /* what the client got (after redaction) */
     /* SSE */
-    gw_buf sse;                    /* encoded bytes not yet handed to MHD */
+    gw_buf sse; /* encoded bytes not yet handed to MHD */
     size_t sse_off;
-    int sse_phase;                 /* 0 content, 1 waiting for the audit, 2 final written, 3 end */
-    bool sse_error;                /* the stream ended with an error event */
+    int sse_phase;  /* 0 content, 1 waiting for the audit, 2 final written, 3 end */
+    bool sse_error; /* the stream ended with an error event */
     /* lists */
-    gw_req *fin_next;              /* audit thread queue */
-    gw_req *act_next, *act_prev;   /* engine list */
+    gw_req *fin_next;            /* audit thread queue */
+    gw_req *act_next, *act_prev; /* engine list */
     bool on_act;
-    bool watched;                  /* fd registered with the watcher (act_mu) */
+    bool watched; /* fd registered with the watcher (act_mu) */
     uint64_t watch_id;
 };
 
@@ -263,7 +314,8 @@ enum MHD_Result gw_req_respond(gw_req *r);
  * re-entries after a resume. */
 enum MHD_Result gw_generate_start(gw_req *r);
 enum MHD_Result gw_generate_resume(gw_req *r);
-/* Builds the JSON response body of a finished non-streaming generation. */
+/* Adds the content label and route headers of a generation answered 200. */
+void gw_generate_headers(gw_req *r, struct MHD_Response *resp);
 
 /* auth.c: the tenant of the request, or an error response set (401/403). */
 bool gw_auth(gw_req *r);
@@ -271,7 +323,9 @@ bool gw_auth_role(gw_req *r, unsigned role, const char *what);
 
 /* admin.c */
 enum MHD_Result gw_admin(gw_req *r);
-void gw_models_json(gateway *g, const policy *p, const policy_tenant *t, const char *only, gw_buf *b);
+/* The models tenant t may use ("auto" too when with_auto), or only the one named. */
+void gw_models_json(gateway *g, const policy *p, const policy_tenant *t, bool with_auto,
+                    const char *only, gw_buf *b);
 int gw_reload(gateway *g, char *err, size_t errlen);
 
 #endif

@@ -101,23 +101,129 @@ static long long created(const gw_req *r)
     return (long long)(r->received_us / 1000000);
 }
 
+/* The implicit content label (GB 45438-2025 metadata fields): what the
+ * response carries in its "AIGC" field and X-AIGC-Label header. */
+static void put_aigc(const gw_req *r, gw_buf *b)
+{
+    const policy_content_labels *cl = &policy_get_config(r->pol)->content_labels;
+    gw_buf_puts(b, "{\"Label\":\"1\",\"ContentProducer\":");
+    gw_buf_jsonz(b, cl->provider_code ? cl->provider_code : cl->provider);
+    gw_buf_printf(b, ",\"ProduceID\":\"%s\"}", r->id);
+}
+
+static const char *domain_name_at(const gw_req *r, int i)
+{
+    return i >= 0 ? policy_get_config(r->pol)->domains[i].name : NULL;
+}
+
 static void put_head(gw_req *r, gw_buf *b, bool chunk)
 {
-    gw_buf_printf(b, "{\"id\":\"%s%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", is_chat(r) ? "chatcmpl-" : "cmpl-",
-                  r->id, is_chat(r) ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion",
+    gw_buf_printf(b, "{\"id\":\"%s%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
+                  is_chat(r) ? "chatcmpl-" : "cmpl-", r->id,
+                  is_chat(r) ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                             : "text_completion",
                   created(r));
     gw_buf_jsonz(b, r->model_name);
+    if (r->routed) {
+        gw_buf_puts(b, ",\"route\":{\"domain\":");
+        gw_buf_jsonz(b, domain_name_at(r, r->rt.domain));
+        gw_buf_puts(b, ",\"best\":");
+        gw_buf_jsonz(b, domain_name_at(r, r->rt.best));
+        gw_buf_printf(b, ",\"score\":%.4f}", r->rt.score);
+    }
+    if (policy_get_config(r->pol)->content_labels.enabled) {
+        gw_buf_puts(b, ",\"AIGC\":");
+        put_aigc(r, b);
+    }
+}
+
+/* Valid UTF-8 s[0..n) with every non-ASCII character as a \\uXXXX escape
+ * (a JSON text stays the same JSON text, now fit for a header). */
+static void put_ascii(gw_buf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            gw_buf_put(b, s + i, 1);
+            i++;
+            continue;
+        }
+        int k = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : 1;
+        uint32_t u = c & (0x3fu >> k);
+        for (int j = 1; j <= k && i + (size_t)j < n; j++)
+            u = (u << 6) | (p[i + (size_t)j] & 0x3f);
+        i += (size_t)k + 1;
+        if (u >= 0x10000) {
+            u -= 0x10000;
+            gw_buf_printf(b, "\\u%04x\\u%04x", 0xd800 + (u >> 10), 0xdc00 + (u & 0x3ff));
+        } else
+            gw_buf_printf(b, "\\u%04x", u);
+    }
+}
+
+void gw_generate_headers(gw_req *r, struct MHD_Response *resp)
+{
+    if (r->status != 200 || !r->parsed)
+        return;
+    if (policy_get_config(r->pol)->content_labels.enabled) {
+        gw_buf a = {0}, h = {0};
+        put_aigc(r, &a);
+        if (a.p)
+            put_ascii(&h, a.p, a.len);
+        if (h.p && !h.oom && !a.oom)
+            MHD_add_response_header(resp, "X-AIGC-Label", h.p);
+        gw_buf_free(&a);
+        gw_buf_free(&h);
+    }
+    if (r->routed) {
+        char v[200];
+        const char *d = domain_name_at(r, r->rt.domain);
+        snprintf(v, sizeof v, "%s; score=%.4f", d ? d : "none", r->rt.score);
+        MHD_add_response_header(resp, "x-moegate-route", v);
+    }
+}
+
+/* What is added around a domain's answer: the explicit content label (at
+ * the start or the end) and the disclaimer (at the end, model answers only). */
+static const char *explicit_label(const gw_req *r, bool start)
+{
+    const policy_content_labels *cl = &policy_get_config(r->pol)->content_labels;
+    if (!cl->enabled || cl->explicit_at_start != start)
+        return NULL;
+    return cl->explicit_text[r->lang == DOMAIN_ZH ? 0 : 1];
+}
+
+static void answer_prefix(const gw_req *r, gw_buf *b)
+{
+    const char *l = explicit_label(r, true);
+    if (l)
+        gw_buf_printf(b, "%s\n\n", l);
+}
+
+static void answer_suffix(const gw_req *r, gw_buf *b, bool model_answer)
+{
+    const char *d =
+        model_answer && r->pack && r->pack->pack ? r->pack->pack->disclaimer[r->lang] : NULL;
+    if (d && !*d)
+        d = NULL;
+    if (d)
+        gw_buf_printf(b, "\n\n%s", d);
+    const char *l = explicit_label(r, false);
+    if (l)
+        gw_buf_printf(b, "\n\n%s", l);
 }
 
 static void put_usage(gw_req *r, gw_buf *b, int64_t n_completion)
 {
-    gw_buf_printf(b, "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}",
-                  (long long)r->n_prompt, (long long)n_completion, (long long)(r->n_prompt + n_completion));
+    gw_buf_printf(
+        b, "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}",
+        (long long)r->n_prompt, (long long)n_completion, (long long)(r->n_prompt + n_completion));
 }
 
-static const char *finish_name(enum serve_finish f)
+static const char *finish_name(const gw_req *r, enum serve_finish f)
 {
-    return f == SERVE_LENGTH ? "length" : "stop";
+    return r->blocked ? "content_filter" : f == SERVE_LENGTH ? "length" : "stop";
 }
 
 /* One SSE event with a piece of content, or the final one (finish != NULL). */
@@ -170,7 +276,8 @@ static void sse_text(gw_req *r, const char *raw, size_t raw_len, bool final)
             send = "";
             n = 0;
             r->sse_error = true;
-            gw_req_error(r, 500, "redaction_failed", NULL, "the answer could not be checked against the redaction rules");
+            gw_req_error(r, 500, "redaction_failed", NULL,
+                         "the answer could not be checked against the redaction rules");
         }
     }
     if (n) {
@@ -190,7 +297,8 @@ static int finish_error(gw_req *r, enum serve_finish f)
         else if (atomic_load(&r->g->stopping))
             gw_req_error(r, 503, "shutting_down", NULL, "the server is shutting down");
         else
-            gw_req_error(r, 504, "request_timeout", NULL, "the request exceeded its deadline of %d s",
+            gw_req_error(r, 504, "request_timeout", NULL,
+                         "the request exceeded its deadline of %d s",
                          policy_get_config(r->pol)->server.request_timeout_s);
         return r->status;
     }
@@ -244,6 +352,15 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
                 sse_text(r, "", 0, true); /* what redaction still held */
                 if (!r->sse_error)
                     finish_error(r, f);
+                if (r->status < 400) {
+                    gw_buf tail = {0};
+                    answer_suffix(r, &tail, true);
+                    if (tail.len) {
+                        gw_buf_put(&r->completion, tail.p, tail.len);
+                        put_chunk(r, tail.p, tail.len, NULL, false);
+                    }
+                    gw_buf_free(&tail);
+                }
                 r->sse_phase = 1;
                 r->state = GW_AUDITING;
                 gw_req_audit(r);
@@ -264,11 +381,12 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
         int64_t n_completion = r->n_completion;
         pthread_mutex_unlock(&r->mu);
         if (failed && policy_get_config(r->pol)->audit.on_failure == POLICY_AUDIT_REJECT)
-            gw_req_error(r, 503, "audit_unavailable", NULL, "the request could not be recorded in the audit log");
+            gw_req_error(r, 503, "audit_unavailable", NULL,
+                         "the request could not be recorded in the audit log");
         if (r->status >= 400) {
             sse_error_event(r);
         } else {
-            put_chunk(r, "", 0, finish_name(f), false);
+            put_chunk(r, "", 0, finish_name(r, f), false);
             if (r->preq.include_usage) {
                 gw_buf_puts(&r->sse, "data: ");
                 put_head(r, &r->sse, true);
@@ -284,21 +402,27 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 }
 
 /* The JSON body of a finished non-streaming generation. */
-static void json_response(gw_req *r, const char *text, size_t len, enum serve_finish f, int64_t n_completion)
+static void json_response(gw_req *r, const char *text, size_t len, enum serve_finish f,
+                          int64_t n_completion)
 {
     gw_buf *b = &r->resp;
     gw_buf_free(b);
     put_head(r, b, false);
     if (is_chat(r)) {
-        gw_buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        gw_buf_puts(b,
+                    ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
         gw_buf_json(b, text, len);
-        gw_buf_puts(b, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
+        /* a blocked topic: the pack's refusal, also where OpenAI clients look for one */
+        const char *refusal = r->blocked ? r->blocked->refusal[r->lang] : NULL;
+        gw_buf_puts(b, ",\"refusal\":");
+        gw_buf_jsonz(b, refusal);
+        gw_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
     } else {
         gw_buf_puts(b, ",\"choices\":[{\"text\":");
         gw_buf_json(b, text, len);
         gw_buf_puts(b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":");
     }
-    gw_buf_jsonz(b, finish_name(f));
+    gw_buf_jsonz(b, finish_name(r, f));
     gw_buf_puts(b, "}],");
     put_usage(r, b, n_completion);
     gw_buf_puts(b, "}");
@@ -331,7 +455,8 @@ enum MHD_Result gw_generate_resume(gw_req *r)
         if (r->red) {
             policy_redact_result res;
             char err[256];
-            if (policy_redact(r->red, POLICY_OUTPUT, text ? text : "", len, &res, err, sizeof err) == 0) {
+            if (policy_redact(r->red, POLICY_OUTPUT, text ? text : "", len, &res, err,
+                              sizeof err) == 0) {
                 free(text);
                 text = res.text;
                 len = res.len;
@@ -341,8 +466,11 @@ enum MHD_Result gw_generate_resume(gw_req *r)
             }
         }
         if (r->status < 400) {
+            answer_prefix(r, &r->completion);
             gw_buf_put(&r->completion, text ? text : "", len);
-            json_response(r, text ? text : "", len, f, n_completion);
+            answer_suffix(r, &r->completion, true);
+            json_response(r, r->completion.p ? r->completion.p : "", r->completion.len, f,
+                          n_completion);
         }
     }
     free(text);
@@ -358,11 +486,13 @@ enum MHD_Result gw_generate_resume(gw_req *r)
     /* the audit was immediate (not audited): answer now */
     bool failed = r->audit_failed;
     if (failed && policy_get_config(r->pol)->audit.on_failure == POLICY_AUDIT_REJECT)
-        gw_req_error(r, 503, "audit_unavailable", NULL, "the request could not be recorded in the audit log");
+        gw_req_error(r, 503, "audit_unavailable", NULL,
+                     "the request could not be recorded in the audit log");
     return gw_req_respond(r);
 }
 
-/* ---- the checks, in order ---------------------------------------------------------------------- */
+/* ---- the checks, in order ----------------------------------------------------------------------
+ */
 
 /* Answers an error found before the engine: audited like every answer. */
 static enum MHD_Result refuse(gw_req *r)
@@ -383,9 +513,10 @@ static enum MHD_Result refuse(gw_req *r)
 static bool redact_input(gw_req *r)
 {
     const policy_config *c = policy_get_config(r->pol);
-    if (c->n_redaction_rules == 0)
+    const policy_detectors *det = r->pack ? r->pack->det : NULL;
+    if (c->n_redaction_rules == 0 && !det)
         return true;
-    if (policy_redaction_create(&r->red, r->pol)) {
+    if (policy_redaction_create_ex(&r->red, r->pol, det)) {
         gw_req_error(r, 500, "internal_error", NULL, "out of memory");
         return false;
     }
@@ -404,7 +535,8 @@ static bool redact_input(gw_req *r)
         if (res.blocked) {
             free(res.text);
             gw_req_error(r, 400, "blocked_by_policy", is_chat(r) ? "messages" : "prompt",
-                         "the request contains data the policy does not allow (rule '%s')", res.blocked_by);
+                         "the request contains data the policy does not allow (rule '%s')",
+                         res.blocked_by);
             return false;
         }
         free(*text);
@@ -421,9 +553,11 @@ static bool encode_prompt(gw_req *r, tokenizer_ids *ids)
     if (is_chat(r)) {
         enum chat_template t = policy_template(g, policy_get_config(r->pol)->model.chat_template);
         if (t == CHAT_TEMPLATE_NONE) {
-            gw_req_error(r, 500, "no_chat_template", NULL,
-                         "this model has no chat template the server knows; set model.chat_template in the "
-                         "policy (%s)", g->tmpl_err);
+            gw_req_error(
+                r, 500, "no_chat_template", NULL,
+                "this model has no chat template the server knows; set model.chat_template in the "
+                "policy (%s)",
+                g->tmpl_err);
             return false;
         }
         chat_request cr = {.messages = r->preq.messages,
@@ -458,13 +592,58 @@ static bool encode_prompt(gw_req *r, tokenizer_ids *ids)
         r->preq.prompt = NULL;
     }
     if (ids->n == 0) {
-        gw_req_error(r, 400, "empty_prompt", is_chat(r) ? "messages" : "prompt", "the prompt is empty");
+        gw_req_error(r, 400, "empty_prompt", is_chat(r) ? "messages" : "prompt",
+                     "the prompt is empty");
         return false;
     }
     return true;
 }
 
-/* The model name: the base model, or a domain the tenant may use. */
+/* The text a request is about: its last user message, or the prompt. */
+static const char *request_text(const gw_req *r)
+{
+    if (!is_chat(r))
+        return r->preq.prompt ? r->preq.prompt : "";
+    for (size_t i = r->preq.n_messages; i-- > 0;)
+        if (r->preq.messages[i].role && !strcmp(r->preq.messages[i].role, "user") &&
+            r->preq.messages[i].content)
+            return r->preq.messages[i].content;
+    return "";
+}
+
+static void use_domain(gw_req *r, int i, const policy_adapter *a)
+{
+    r->domain = policy_get_config(r->pol)->domains[i].name;
+    r->pack = &r->dom->dom[i];
+    r->adapter = a ? a->name : NULL;
+    r->adapter_sha256 = a ? a->sha256_hex : NULL;
+}
+
+/* model "auto": the router picks a domain the tenant may use, or the base model. */
+static bool route_auto(gw_req *r)
+{
+    const char *text = request_text(r);
+    if (!r->dom->router) {
+        gw_req_error(
+            r, 404, "model_not_found", "model",
+            "the model 'auto' is not available: no domain of this server has a domain pack");
+        return false;
+    }
+    if (gw_domains_route(r->dom, r->tenant, text, strlen(text), &r->rt)) {
+        gw_req_error(r, 500, "internal_error", NULL, "out of memory");
+        return false;
+    }
+    r->routed = true;
+    if (r->rt.domain >= 0) {
+        use_domain(r, r->rt.domain, r->dom->dom[r->rt.domain].adapter);
+        snprintf(r->model_name, sizeof r->model_name, "%s", r->domain);
+    } else
+        snprintf(r->model_name, sizeof r->model_name, "%s", r->g->model_id);
+    return true;
+}
+
+/* The model name: the base model, "auto", a domain the tenant may use, or
+ * DOMAIN@VERSION pinning one of the domain's adapter versions. */
 static bool resolve_model(gw_req *r)
 {
     gateway *g = r->g;
@@ -472,26 +651,155 @@ static bool resolve_model(gw_req *r)
     snprintf(r->model_name, sizeof r->model_name, "%s", m);
     if (!strcmp(m, g->model_id))
         return true;
-    const policy_domain *d = policy_find_domain(r->pol, m);
-    if (!d) {
+    if (!strcmp(m, "auto"))
+        return route_auto(r);
+    char name[260];
+    const char *at = strchr(m, '@');
+    snprintf(name, sizeof name, "%.*s", (int)(at ? (size_t)(at - m) : strlen(m)), m);
+    int di = gw_domains_index(r->dom, name);
+    if (di < 0) {
         gw_req_error(r, 404, "model_not_found", "model",
                      "the model '%.200s' does not exist or you do not have access to it", m);
         return false;
     }
+    const policy_domain *d = &policy_get_config(r->pol)->domains[di];
     if (!policy_tenant_allows_domain(r->tenant, d->name)) {
-        gw_req_error(r, 403, "model_not_allowed", "model", "tenant '%s' may not use the model '%s'", r->tenant->id,
-                     d->name);
+        gw_req_error(r, 403, "model_not_allowed", "model", "tenant '%s' may not use the model '%s'",
+                     r->tenant->id, d->name);
         return false;
     }
-    r->domain = d->name;
-    r->adapter = d->adapter;
-    if (d->adapter) {
-        const policy_config *c = policy_get_config(r->pol);
-        for (int i = 0; i < c->n_adapters; i++)
-            if (!strcmp(c->adapters[i].name, d->adapter))
-                r->adapter_sha256 = c->adapters[i].sha256_hex;
+    const policy_adapter *a = r->dom->dom[di].adapter;
+    if (at) {
+        a = at[1] ? policy_domain_adapter(r->pol, d, at + 1) : NULL;
+        if (!a) {
+            gw_req_error(
+                r, 404, "model_not_found", "model",
+                "the model '%.200s' does not exist: domain '%s' has no adapter version '%.80s'", m,
+                d->name, at + 1);
+            return false;
+        }
     }
+    use_domain(r, di, a);
     return true;
+}
+
+/* The domain's system prompt, in the request's language, before the
+ * client's own system message (one message: every template takes one). */
+static bool add_system_prompt(gw_req *r)
+{
+    if (!is_chat(r) || !r->pack || !r->pack->pack)
+        return true;
+    const domain_pack *p = r->pack->pack;
+    const char *sp =
+        p->system_prompt[r->lang] ? p->system_prompt[r->lang] : p->system_prompt[!r->lang];
+    if (!sp || !*sp)
+        return true;
+    gateway_request *q = &r->preq;
+    if (q->n_messages && q->messages[0].role && !strcmp(q->messages[0].role, "system")) {
+        const char *own = q->messages[0].content ? q->messages[0].content : "";
+        size_t n = strlen(sp) + 2 + strlen(own) + 1;
+        char *c = malloc(n);
+        if (!c)
+            goto oom;
+        snprintf(c, n, "%s%s%s", sp, *own ? "\n\n" : "", own);
+        free((void *)q->messages[0].content);
+        q->messages[0].content = c;
+        return true;
+    }
+    chat_message *m = realloc(q->messages, sizeof *m * (q->n_messages + 1));
+    if (!m)
+        goto oom;
+    q->messages = m;
+    char *role = strdup("system"), *content = strdup(sp);
+    if (!role || !content) {
+        free(role);
+        free(content);
+        goto oom;
+    }
+    memmove(m + 1, m, sizeof *m * q->n_messages);
+    memset(m, 0, sizeof *m);
+    m[0].role = role;
+    m[0].content = content;
+    q->n_messages++;
+    return true;
+oom:
+    gw_req_error(r, 500, "internal_error", NULL, "out of memory");
+    return false;
+}
+
+/* What the audit record keeps beside the sampling parameters: how the
+ * model name was resolved and which guardrails acted. */
+static void put_resolution(gw_req *r, gw_buf *b)
+{
+    gw_buf_puts(b, "\"requested_model\":");
+    gw_buf_jsonz(b, r->preq.model);
+    if (r->routed) {
+        gw_buf_puts(b, ",\"route\":{\"domain\":");
+        gw_buf_jsonz(b, domain_name_at(r, r->rt.domain));
+        gw_buf_puts(b, ",\"best\":");
+        gw_buf_jsonz(b, domain_name_at(r, r->rt.best));
+        gw_buf_printf(b, ",\"score\":%.4f,\"above_threshold\":%s,\"tenant_denied\":%s}",
+                      r->rt.score, r->rt.above ? "true" : "false", r->rt.denied ? "true" : "false");
+    }
+    if (r->pack && r->pack->pack) {
+        gw_buf_puts(b, ",\"pack\":");
+        gw_buf_jsonz(b, r->pack->pack->name);
+        gw_buf_printf(b, ",\"lang\":\"%s\"", r->lang == DOMAIN_ZH ? "zh" : "en");
+    }
+    if (r->blocked) {
+        gw_buf_puts(b, ",\"blocked_topic\":");
+        gw_buf_jsonz(b, r->blocked->name);
+    }
+}
+
+static void set_sampling_json(gw_req *r, const char *params)
+{
+    gw_buf b = {0};
+    gw_buf_puts(&b, "{");
+    if (params)
+        gw_buf_printf(&b, "%s,", params);
+    put_resolution(r, &b);
+    gw_buf_puts(&b, "}");
+    if (b.p && !b.oom && b.len < sizeof r->sampling_json)
+        memcpy(r->sampling_json, b.p, b.len + 1);
+    else
+        snprintf(r->sampling_json, sizeof r->sampling_json, "{%s}", params ? params : "");
+    gw_buf_free(&b);
+}
+
+/* A blocked topic: the pack's refusal is the answer, without the model. */
+static enum MHD_Result answer_refusal(gw_req *r)
+{
+    const char *text = r->blocked->refusal[r->lang]; /* both languages are required by the loader */
+    if (!text)
+        text = "";
+    answer_prefix(r, &r->completion);
+    gw_buf_puts(&r->completion, text);
+    answer_suffix(r, &r->completion, false);
+    set_sampling_json(r, NULL);
+    r->status = 200;
+    const char *c = r->completion.p ? r->completion.p : "";
+    size_t n = r->completion.len;
+    if (!r->preq.stream)
+        json_response(r, c, n, SERVE_STOP, 0);
+    else {
+        if (is_chat(r))
+            put_chunk(r, NULL, 0, NULL, true);
+        put_chunk(r, c, n, NULL, false);
+        put_chunk(r, "", 0, finish_name(r, SERVE_STOP), false);
+        if (r->preq.include_usage) {
+            gw_buf_puts(&r->sse, "data: ");
+            put_head(r, &r->sse, true);
+            gw_buf_puts(&r->sse, ",\"choices\":[],");
+            put_usage(r, &r->sse, 0);
+            gw_buf_puts(&r->sse, "}\n\n");
+        }
+        gw_buf_puts(&r->sse, "data: [DONE]\n\n");
+        gw_buf_free(&r->resp);
+        r->resp = r->sse;
+        memset(&r->sse, 0, sizeof r->sse);
+    }
+    return refuse(r);
 }
 
 enum MHD_Result gw_generate_start(gw_req *r)
@@ -506,8 +814,8 @@ enum MHD_Result gw_generate_start(gw_req *r)
     if (!gw_auth_role(r, POLICY_ROLE_USER, is_chat(r) ? "chat completions" : "completions"))
         return refuse(r);
     char err[512];
-    if (gateway_request_parse(&r->preq, is_chat(r) ? GATEWAY_CHAT : GATEWAY_COMPLETION, r->body, r->body_len, err,
-                              sizeof err)) {
+    if (gateway_request_parse(&r->preq, is_chat(r) ? GATEWAY_CHAT : GATEWAY_COMPLETION, r->body,
+                              r->body_len, err, sizeof err)) {
         gw_req_error(r, 400, "invalid_request", r->preq.err_param, "%s", err);
         return refuse(r);
     }
@@ -517,10 +825,18 @@ enum MHD_Result gw_generate_start(gw_req *r)
     if (!resolve_model(r))
         return refuse(r);
     if (g->o.audit && c->audit.on_failure == POLICY_AUDIT_REJECT && !audit_writable(g->o.audit)) {
-        gw_req_error(r, 503, "audit_unavailable", NULL, "the audit log is not writable; requests are refused");
+        gw_req_error(r, 503, "audit_unavailable", NULL,
+                     "the audit log is not writable; requests are refused");
         return refuse(r);
     }
-    if (!redact_input(r))
+    {
+        const char *t = request_text(r);
+        r->lang = domain_detect_lang(t, strlen(t));
+        if (r->pack && r->pack->pack &&
+            (r->blocked = domain_blocked_topic(r->pack->pack, t, strlen(t))))
+            return answer_refusal(r);
+    }
+    if (!redact_input(r) || !add_system_prompt(r))
         return refuse(r);
     tokenizer_ids ids = {0};
     if (!encode_prompt(r, &ids)) {
@@ -532,6 +848,11 @@ enum MHD_Result gw_generate_start(gw_req *r)
     /* max_tokens: asked for (or the endpoint's default), capped by the tenant */
     int64_t room = g->n_ctx - r->n_prompt;
     int64_t mt = r->preq.max_tokens > 0 ? r->preq.max_tokens : is_chat(r) ? room : 16;
+    const domain_pack *pk = r->pack ? r->pack->pack : NULL;
+    if (pk && r->preq.max_tokens <= 0)
+        mt = pk->default_max_tokens;
+    if (pk && mt > pk->max_tokens)
+        mt = pk->max_tokens;
     if (r->tenant->max_tokens > 0 && mt > r->tenant->max_tokens)
         mt = r->tenant->max_tokens;
     if (r->preq.max_tokens <= 0 && mt > room)
@@ -546,9 +867,10 @@ enum MHD_Result gw_generate_start(gw_req *r)
             mt = pool_room;
     }
     if (mt < 1 || mt > room) {
-        gw_req_error(r, 400, "context_length_exceeded", r->preq.max_tokens > 0 ? "max_tokens" : "messages",
-                     "this model's context is %d tokens; the prompt has %lld and %lld more were asked for", g->n_ctx,
-                     (long long)r->n_prompt, (long long)(mt < 1 ? 1 : mt));
+        gw_req_error(
+            r, 400, "context_length_exceeded", r->preq.max_tokens > 0 ? "max_tokens" : "messages",
+            "this model's context is %d tokens; the prompt has %lld and %lld more were asked for",
+            g->n_ctx, (long long)r->n_prompt, (long long)(mt < 1 ? 1 : mt));
         tokenizer_ids_free(&ids);
         return refuse(r);
     }
@@ -556,7 +878,8 @@ enum MHD_Result gw_generate_start(gw_req *r)
 
     /* rate limits: the prompt and the most this request may generate */
     policy_admission adm;
-    int rc = policy_limiter_admit(g->lim, r->tenant, r->key, r->n_prompt + mt, policy_now_ns(), &adm);
+    int rc =
+        policy_limiter_admit(g->lim, r->tenant, r->key, r->n_prompt + mt, policy_now_ns(), &adm);
     if (rc == MG_ERANGE) {
         gw_req_error(r, 400, "tokens_exceed_limit", "max_tokens",
                      "%lld prompt + max tokens exceed a tokens-per-minute limit; lower max_tokens",
@@ -566,8 +889,9 @@ enum MHD_Result gw_generate_start(gw_req *r)
     }
     if (rc || !adm.admitted) {
         r->retry_after = rc ? 1 : adm.retry_after_s;
-        gw_req_error(r, 429, "rate_limit_exceeded", NULL, "rate limit reached (%s); retry after %.0f s",
-                     rc ? "limiter" : adm.limit, ceil(r->retry_after));
+        gw_req_error(r, 429, "rate_limit_exceeded", NULL,
+                     "rate limit reached (%s); retry after %.0f s", rc ? "limiter" : adm.limit,
+                     ceil(r->retry_after));
         tokenizer_ids_free(&ids);
         return refuse(r);
     }
@@ -577,6 +901,10 @@ enum MHD_Result gw_generate_start(gw_req *r)
     /* sampling */
     serve_params sp = {0};
     sp.sampling = sampler_defaults();
+    if (pk && !r->preq.has_temperature)
+        r->preq.temperature = pk->temperature;
+    if (pk && !r->preq.has_top_p)
+        r->preq.top_p = pk->top_p;
     sp.sampling.temperature = (float)r->preq.temperature;
     sp.sampling.top_p = (float)r->preq.top_p;
     if (r->preq.top_p <= 0) { /* top_p 0 keeps only the most likely token */
@@ -597,17 +925,21 @@ enum MHD_Result gw_generate_start(gw_req *r)
     sp.stop = (const char *const *)r->preq.stop;
     sp.n_stop = r->preq.n_stop;
     sp.deadline = gw_now() + c->server.request_timeout_s;
-    snprintf(r->sampling_json, sizeof r->sampling_json,
-             "{\"temperature\":%g,\"top_p\":%g,\"max_tokens\":%lld,\"seed\":%llu,\"presence_penalty\":%g,"
-             "\"frequency_penalty\":%g,\"stop\":%zu,\"stream\":%s}",
-             r->preq.temperature, r->preq.top_p, (long long)mt, (unsigned long long)seed, r->preq.presence_penalty,
-             r->preq.frequency_penalty, r->preq.n_stop, r->preq.stream ? "true" : "false");
+    char params[512];
+    snprintf(
+        params, sizeof params,
+        "\"temperature\":%g,\"top_p\":%g,\"max_tokens\":%lld,\"seed\":%llu,\"presence_penalty\":%g,"
+        "\"frequency_penalty\":%g,\"stop\":%zu,\"stream\":%s",
+        r->preq.temperature, r->preq.top_p, (long long)mt, (unsigned long long)seed,
+        r->preq.presence_penalty, r->preq.frequency_penalty, r->preq.n_stop,
+        r->preq.stream ? "true" : "false");
+    set_sampling_json(r, params);
     model_lora *lora = NULL;
     if (r->adapter) {
         lora = g->o.adapters ? lora_registry_acquire(g->o.adapters, r->adapter) : NULL;
         if (!lora) {
-            gw_req_error(r, 503, "adapter_not_loaded", "model", "the adapter '%s' of model '%s' is not loaded",
-                         r->adapter, r->model_name);
+            gw_req_error(r, 503, "adapter_not_loaded", "model",
+                         "the adapter '%s' of model '%s' is not loaded", r->adapter, r->model_name);
             tokenizer_ids_free(&ids);
             return refuse(r);
         }
@@ -647,13 +979,18 @@ enum MHD_Result gw_generate_start(gw_req *r)
         return gw_generate_resume(r);
     if (is_chat(r))
         put_chunk(r, NULL, 0, NULL, true); /* the role comes first */
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader, r, NULL);
+    answer_prefix(r, &r->completion);
+    if (r->completion.len)
+        put_chunk(r, r->completion.p, r->completion.len, NULL, false);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader, r, NULL);
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "x-request-id", r->id);
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    gw_generate_headers(r, resp);
     enum MHD_Result ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;

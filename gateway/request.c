@@ -25,7 +25,7 @@
 #include "core/errors.h"
 #include "gateway/gateway.h"
 
-#define MAX_MESSAGES 4096
+#define MAX_MESSAGES   4096
 #define MAX_STOP_BYTES 256
 
 typedef struct pctx {
@@ -34,7 +34,8 @@ typedef struct pctx {
     size_t errlen;
 } pctx;
 
-static int fail(pctx *c, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(pctx *c, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(pctx *c, const char *param, const char *fmt, ...)
 {
     snprintf(c->r->err_param, sizeof c->r->err_param, "%s", param);
@@ -98,8 +99,8 @@ static int get_int(pctx *c, const json_t *v, const char *name, int64_t lo, int64
         return fail(c, name, "expected an integer, got %s", type_name(v));
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi)
-        return fail(c, name, "must be between %lld and %lld, got %lld", (long long)lo, (long long)hi,
-                    (long long)x);
+        return fail(c, name, "must be between %lld and %lld, got %lld", (long long)lo,
+                    (long long)hi, (long long)x);
     *out = x;
     return 0;
 }
@@ -116,14 +117,23 @@ static int get_bool(pctx *c, const json_t *v, const char *name, bool *out)
 
 /* ---- neutral values of fields we accept but do not implement -------------------------- */
 
-static bool is_false_or_null(const json_t *v) { return json_is_null(v) || json_is_false(v); }
+static bool is_false_or_null(const json_t *v)
+{
+    return json_is_null(v) || json_is_false(v);
+}
 static bool is_empty_or_null(const json_t *v)
 {
     return json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0) ||
            (json_is_array(v) && json_array_size(v) == 0);
 }
-static bool is_one_or_null(const json_t *v) { return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 1); }
-static bool is_zero_or_null(const json_t *v) { return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 0); }
+static bool is_one_or_null(const json_t *v)
+{
+    return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 1);
+}
+static bool is_zero_or_null(const json_t *v)
+{
+    return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 0);
+}
 static bool is_string_in(const json_t *v, const char *const *ok)
 {
     if (json_is_null(v))
@@ -143,8 +153,14 @@ static bool is_text_format(const json_t *v)
     return json_is_object(v) && json_object_size(v) == 1 && json_is_string(t) &&
            !strcmp(json_string_value(t), "text");
 }
-static bool is_null(const json_t *v) { return json_is_null(v); }
-static bool is_any_bool(const json_t *v) { return json_is_null(v) || json_is_boolean(v); }
+static bool is_null(const json_t *v)
+{
+    return json_is_null(v);
+}
+static bool is_any_bool(const json_t *v)
+{
+    return json_is_null(v) || json_is_boolean(v);
+}
 static bool is_tool_choice_none(const json_t *v)
 {
     static const char *const ok[] = {"none", "auto", NULL};
@@ -195,12 +211,9 @@ static const neutral chat_neutral[] = {
 };
 
 static const neutral completion_neutral[] = {
-    {"logprobs", is_zero_or_null, "null"},
-    {"echo", is_false_or_null, "false"},
-    {"best_of", is_one_or_null, "1"},
-    {"suffix", is_empty_string_or_null, "null"},
-    {"logit_bias", is_empty_or_null, "{}"},
-    {NULL, NULL, NULL},
+    {"logprobs", is_zero_or_null, "null"},  {"echo", is_false_or_null, "false"},
+    {"best_of", is_one_or_null, "1"},       {"suffix", is_empty_string_or_null, "null"},
+    {"logit_bias", is_empty_or_null, "{}"}, {NULL, NULL, NULL},
 };
 
 /* ---- shared fields ------------------------------------------------------------------ */
@@ -223,7 +236,8 @@ static int parse_stop(pctx *c, const json_t *v)
     if (!json_is_array(v))
         return fail(c, "stop", "expected a string or an array of strings, got %s", type_name(v));
     if (json_array_size(v) > GATEWAY_MAX_STOP)
-        return fail(c, "stop", "at most %d stop strings, got %zu", GATEWAY_MAX_STOP, json_array_size(v));
+        return fail(c, "stop", "at most %d stop strings, got %zu", GATEWAY_MAX_STOP,
+                    json_array_size(v));
     for (size_t i = 0; i < json_array_size(v); i++) {
         const json_t *s = json_array_get(v, i);
         char name[32];
@@ -288,10 +302,14 @@ static int parse_common(pctx *c, const char *key, const json_t *v, bool *handled
             r->max_tokens = r->max_tokens > 0 && r->max_tokens < x ? r->max_tokens : x;
         return 0;
     }
-    if (!strcmp(key, "temperature"))
+    if (!strcmp(key, "temperature")) {
+        r->has_temperature = !json_is_null(v);
         return get_num(c, v, "temperature", 0, 2, &r->temperature);
-    if (!strcmp(key, "top_p"))
+    }
+    if (!strcmp(key, "top_p")) {
+        r->has_top_p = !json_is_null(v);
         return get_num(c, v, "top_p", 0, 1, &r->top_p);
+    }
     if (!strcmp(key, "presence_penalty"))
         return get_num(c, v, "presence_penalty", -2, 2, &r->presence_penalty);
     if (!strcmp(key, "frequency_penalty"))
@@ -320,7 +338,8 @@ static int parse_common(pctx *c, const char *key, const json_t *v, bool *handled
     return 0;
 }
 
-static int check_neutral(pctx *c, const neutral *tab, const char *key, const json_t *v, bool *handled)
+static int check_neutral(pctx *c, const neutral *tab, const char *key, const json_t *v,
+                         bool *handled)
 {
     for (int i = 0; tab[i].name; i++)
         if (!strcmp(tab[i].name, key)) {
@@ -420,7 +439,8 @@ static int parse_messages(pctx *c, const json_t *v)
             return fail(c, name, role ? "expected a string" : "required");
         const char *rs = json_string_value(role);
         /* "developer" is OpenAI's newer name for the system role */
-        static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", NULL};
+        static const char *const roles[] = {"system",    "developer", "user",
+                                            "assistant", "tool",      NULL};
         int ri = -1;
         for (int k = 0; roles[k]; k++)
             if (!strcmp(rs, roles[k]))
@@ -488,8 +508,8 @@ void gateway_request_free(gateway_request *r)
     memcpy(r->err_param, keep, sizeof keep);
 }
 
-int gateway_request_parse(gateway_request *out, enum gateway_endpoint ep, const char *body, size_t len,
-                          char *err, size_t errlen)
+int gateway_request_parse(gateway_request *out, enum gateway_endpoint ep, const char *body,
+                          size_t len, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->endpoint = ep;
@@ -502,8 +522,8 @@ int gateway_request_parse(gateway_request *out, enum gateway_endpoint ep, const 
     json_error_t je;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(&c, "", "the request body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
-                    je.column);
+        return fail(&c, "", "the request body is not valid JSON: %s (line %d, column %d)", je.text,
+                    je.line, je.column);
     int rc = 0;
     if (!json_is_object(root)) {
         rc = fail(&c, "", "the request body must be a JSON object, got %s", type_name(root));
@@ -525,7 +545,8 @@ int gateway_request_parse(gateway_request *out, enum gateway_endpoint ep, const 
             if (json_is_array(v) && json_array_size(v) == 1 && json_is_string(json_array_get(v, 0)))
                 v = json_array_get(v, 0);
             if (!json_is_string(v))
-                rc = fail(&c, "prompt", "expected a string (or an array of one string), got %s", type_name(v));
+                rc = fail(&c, "prompt", "expected a string (or an array of one string), got %s",
+                          type_name(v));
             else if (!(out->prompt = dup_str(v)))
                 rc = MG_ENOMEM;
         } else {

@@ -76,7 +76,8 @@ static const char tls_priorities[] =
     "-SIGN-ECDSA-SHA1:-SIGN-DSA-SHA1:%SERVER_PRECEDENCE";
 
 #define MAX_FILE_BYTES (1 << 20) /* certificates and keys */
-#define MAX_DISCARD ((size_t)64 << 20) /* body bytes read and dropped after the cap before we hang up */
+#define MAX_DISCARD                                                                                \
+    ((size_t)64 << 20) /* body bytes read and dropped after the cap before we hang up */
 
 /* ---- time ------------------------------------------------------------------------------ */
 
@@ -105,6 +106,7 @@ static void req_free(gw_req *r)
     gateway_request_free(&r->preq);
     policy_redaction_free(r->red);
     policy_release(r->pol);
+    gw_domains_release(r->dom);
     free(r->body);
     free(r->out);
     free(r->prompt_text);
@@ -145,20 +147,22 @@ static const struct {
 };
 
 /* Finds the route; *allowed lists the methods of a path that exists. */
-static enum gw_route route_of(const char *method, const char *url, char *arg, size_t argcap, char *pattern,
-                              size_t patcap, char *allowed, size_t alcap)
+static enum gw_route route_of(const char *method, const char *url, char *arg, size_t argcap,
+                              char *pattern, size_t patcap, char *allowed, size_t alcap)
 {
     allowed[0] = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         size_t n = strlen(routes[i].path);
         bool match;
         if (routes[i].prefix)
-            match = !strncmp(url, routes[i].path, n) && url[n] == '/' && url[n + 1] && !strchr(url + n + 1, '/');
+            match = !strncmp(url, routes[i].path, n) && url[n] == '/' && url[n + 1] &&
+                    !strchr(url + n + 1, '/');
         else
             match = !strcmp(url, routes[i].path);
         if (!match)
             continue;
-        if (!strcmp(method, routes[i].method) || (!strcmp(method, "HEAD") && !strcmp(routes[i].method, "GET"))) {
+        if (!strcmp(method, routes[i].method) ||
+            (!strcmp(method, "HEAD") && !strcmp(routes[i].method, "GET"))) {
             if (routes[i].prefix) {
                 snprintf(arg, argcap, "%s", url + n + 1);
                 snprintf(pattern, patcap, "%s/{id}", routes[i].path);
@@ -198,11 +202,13 @@ static gw_req *req_new(gateway *g, struct MHD_Connection *conn)
         r->id[5 + 2 * i] = hex[rnd[i] & 15];
     }
     r->id[28] = 0;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->cx = ci ? ci->socket_context : NULL;
     if (r->cx)
         snprintf(r->client_addr, sizeof r->client_addr, "%s", r->cx->addr);
-    r->pol = policy_store_acquire(g->o.policies);
+    r->dom = gw_domains_acquire(g);
+    r->pol = policy_retain(r->dom->pol);
     pthread_mutex_lock(&g->act_mu);
     g->n_inflight++;
     pthread_mutex_unlock(&g->act_mu);
@@ -238,8 +244,8 @@ enum MHD_Result gw_req_respond(gw_req *r)
 {
     size_t len = 0;
     if (r->resp.len == 0 && r->status >= 400)
-        gw_encode_error(&r->resp, r->err_msg[0] ? r->err_msg : "error", gw_error_type(r->status), NULL,
-                        r->err_code);
+        gw_encode_error(&r->resp, r->err_msg[0] ? r->err_msg : "error", gw_error_type(r->status),
+                        NULL, r->err_code);
     char *body = gw_buf_take(&r->resp, &len);
     if (!body)
         return MHD_NO; /* out of memory: close the connection */
@@ -248,10 +254,16 @@ enum MHD_Result gw_req_respond(gw_req *r)
         free(body);
         return MHD_NO;
     }
+    bool generation = r->route == GW_R_CHAT || r->route == GW_R_COMPLETIONS;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            r->route == GW_R_METRICS && r->status == 200 ? "text/plain; version=0.0.4; charset=utf-8"
-                                                                         : "application/json");
+                            r->route == GW_R_METRICS && r->status == 200
+                                ? "text/plain; version=0.0.4; charset=utf-8"
+                            : generation && r->parsed && r->preq.stream && r->status == 200
+                                ? "text/event-stream; charset=utf-8" /* a refusal, answered whole */
+                                : "application/json");
     add_common_headers(r, resp);
+    if (generation)
+        gw_generate_headers(r, resp);
     if (r->status == 405 && r->arg[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->arg);
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
@@ -469,7 +481,8 @@ static void *fin_main(void *arg)
                 char err[256];
                 rc[n] = audit_one(g, batch[n], &ticket[n], err, sizeof err);
                 if (rc[n])
-                    gw_log_event(g->log, POLICY_LOG_ERROR, batch[n]->id, "audit record refused: %s", err);
+                    gw_log_event(g->log, POLICY_LOG_ERROR, batch[n]->id, "audit record refused: %s",
+                                 err);
                 n++;
             }
             for (int i = 0; i < n; i++) {
@@ -478,8 +491,8 @@ static void *fin_main(void *arg)
                 if (!rc[i] && c->audit.durability == POLICY_DURABILITY_STRICT) {
                     rc[i] = audit_wait_durable(g->o.audit, ticket[i], 15000);
                     if (rc[i])
-                        gw_log_event(g->log, POLICY_LOG_ERROR, r->id, "audit record not durable: %s",
-                                     mg_err_name(rc[i]));
+                        gw_log_event(g->log, POLICY_LOG_ERROR, r->id,
+                                     "audit record not durable: %s", mg_err_name(rc[i]));
                 }
                 audit_finish(r, rc[i] != 0);
                 gw_req_release(r);
@@ -521,7 +534,8 @@ static enum MHD_Result respond_after_audit(gw_req *r)
     bool failed = r->audit_failed;
     pthread_mutex_unlock(&r->mu);
     if (failed && policy_get_config(r->pol)->audit.on_failure == POLICY_AUDIT_REJECT)
-        gw_req_error(r, 503, "audit_unavailable", NULL, "the request could not be recorded in the audit log");
+        gw_req_error(r, 503, "audit_unavailable", NULL,
+                     "the request could not be recorded in the audit log");
     return gw_req_respond(r);
 }
 
@@ -553,9 +567,7 @@ static enum MHD_Result handle_get(gw_req *r)
     gateway *g = r->g;
     const policy_config *c = policy_get_config(r->pol);
     switch (r->route) {
-    case GW_R_HEALTH:
-        gw_buf_puts(&r->resp, "{\"status\":\"ok\"}");
-        return gw_req_respond(r);
+    case GW_R_HEALTH: gw_buf_puts(&r->resp, "{\"status\":\"ok\"}"); return gw_req_respond(r);
     case GW_R_READY: {
         if (!c->server.public_ready && !gw_auth(r))
             return gw_req_respond(r);
@@ -570,7 +582,8 @@ static enum MHD_Result handle_get(gw_req *r)
         return gw_req_respond(r);
     }
     case GW_R_METRICS:
-        if (!c->server.public_metrics && (!gw_auth(r) || !gw_auth_role(r, POLICY_ROLE_ADMIN, "/metrics")))
+        if (!c->server.public_metrics &&
+            (!gw_auth(r) || !gw_auth_role(r, POLICY_ROLE_ADMIN, "/metrics")))
             return gw_req_respond(r);
         return gw_admin(r);
     case GW_R_STATS:
@@ -581,13 +594,14 @@ static enum MHD_Result handle_get(gw_req *r)
     case GW_R_MODEL:
         if (!gw_auth(r) || !gw_auth_role(r, POLICY_ROLE_USER | POLICY_ROLE_ADMIN, "/v1/models"))
             return gw_req_respond(r);
-        gw_models_json(g, r->pol, r->tenant, r->route == GW_R_MODEL ? r->arg : NULL, &r->resp);
+        gw_models_json(g, r->pol, r->tenant, r->dom->router != NULL,
+                       r->route == GW_R_MODEL ? r->arg : NULL, &r->resp);
         if (r->resp.len == 0)
-            gw_req_error(r, 404, "model_not_found", "model", "the model '%.200s' does not exist or you do not have access to it",
+            gw_req_error(r, 404, "model_not_found", "model",
+                         "the model '%.200s' does not exist or you do not have access to it",
                          r->arg);
         return gw_req_respond(r);
-    default:
-        break;
+    default: break;
     }
     gw_req_error(r, 404, "not_found", NULL, "no such endpoint");
     return gw_req_respond(r);
@@ -597,8 +611,8 @@ static enum MHD_Result handle_get(gw_req *r)
 
 static bool needs_body(enum gw_route rt)
 {
-    return rt == GW_R_CHAT || rt == GW_R_COMPLETIONS || rt == GW_R_ADAPTER_LOAD || rt == GW_R_RELOAD ||
-           rt == GW_R_ADAPTER_UNLOAD;
+    return rt == GW_R_CHAT || rt == GW_R_COMPLETIONS || rt == GW_R_ADAPTER_LOAD ||
+           rt == GW_R_RELOAD || rt == GW_R_ADAPTER_UNLOAD;
 }
 
 /* Body complete: the POST/DELETE endpoints. */
@@ -609,16 +623,16 @@ static enum MHD_Result handle_body(gw_req *r)
         return gw_generate_start(r);
     }
     r->audited = true;
-    r->endpoint = r->route == GW_R_RELOAD ? "admin.policy_reload"
+    r->endpoint = r->route == GW_R_RELOAD         ? "admin.policy_reload"
                   : r->route == GW_R_ADAPTER_LOAD ? "admin.adapter_load"
                                                   : "admin.adapter_unload";
     gw_admin(r); /* sets the response (or error) without queuing it */
     return finish_audited(r);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     gateway *g = cls;
     gw_req *r = *con_cls;
@@ -628,16 +642,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         *con_cls = r;
         char allowed[64];
-        r->route = route_of(method, url, r->arg, sizeof r->arg, r->path, sizeof r->path, allowed, sizeof allowed);
-        r->method = !strcmp(method, "GET") ? "GET" : !strcmp(method, "POST") ? "POST"
-                                                  : !strcmp(method, "DELETE") ? "DELETE"
-                                                  : !strcmp(method, "HEAD") ? "HEAD"
-                                                                             : "other";
+        r->route = route_of(method, url, r->arg, sizeof r->arg, r->path, sizeof r->path, allowed,
+                            sizeof allowed);
+        r->method = !strcmp(method, "GET")      ? "GET"
+                    : !strcmp(method, "POST")   ? "POST"
+                    : !strcmp(method, "DELETE") ? "DELETE"
+                    : !strcmp(method, "HEAD")   ? "HEAD"
+                                                : "other";
         if (r->route == GW_R_NONE) {
             snprintf(r->path, sizeof r->path, "other");
             if (allowed[0]) {
                 snprintf(r->arg, sizeof r->arg, "%s", allowed);
-                gw_req_error(r, 405, "method_not_allowed", NULL, "method not allowed here; use %s", allowed);
+                gw_req_error(r, 405, "method_not_allowed", NULL, "method not allowed here; use %s",
+                             allowed);
             } else
                 gw_req_error(r, 404, "not_found", NULL, "no such endpoint");
             return gw_req_respond(r);
@@ -650,15 +667,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* refusals before reading a byte of the body: not audited */
         if (!gw_auth(r))
             return gw_req_respond(r);
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t max = policy_get_config(r->pol)->server.max_body_bytes;
         if (cl) {
             char *end;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno || *end || n > (unsigned long long)max) {
-                gw_req_error(r, 413, "request_too_large", NULL, "the request body exceeds %lld bytes",
-                             (long long)max);
+                gw_req_error(r, 413, "request_too_large", NULL,
+                             "the request body exceeds %lld bytes", (long long)max);
                 return gw_req_respond(r);
             }
         }
@@ -708,16 +726,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return gw_req_respond(r);
         }
         return needs_body(r->route) ? handle_body(r) : handle_get(r);
-    case GW_GENERATING:
-        return gw_generate_resume(r);
-    case GW_AUDITING:
-        return respond_after_audit(r);
-    default:
-        return MHD_YES;
+    case GW_GENERATING: return gw_generate_resume(r);
+    case GW_AUDITING: return respond_after_audit(r);
+    default: return MHD_YES;
     }
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
 {
     gateway *g = cls;
     gw_req *r = *con_cls;
@@ -747,13 +763,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         serve_cancel(g->o.serve, sid);
     /* a generation cut short by the client is a 499 in logs and metrics (nginx's word for it) */
     int status = r->status;
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && (r->route == GW_R_CHAT || r->route == GW_R_COMPLETIONS))
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+        (r->route == GW_R_CHAT || r->route == GW_R_COMPLETIONS))
         status = 499;
     double lat = gw_now() - r->t0;
     double ttft = t_first > 0 ? t_first - r->t0 : -1;
     const char *tenant = r->tenant ? r->tenant->id : NULL;
-    gw_metrics_request(g->met, r->endpoint ? r->endpoint : r->path, tenant, r->domain, status, r->n_prompt,
-                       n_completion, lat, ttft);
+    gw_metrics_request(g->met, r->endpoint ? r->endpoint : r->path, tenant, r->domain, status,
+                       r->n_prompt, n_completion, lat, ttft);
     if (!g->o.quiet) {
         gw_log_request lr = {
             .request_id = r->id,
@@ -785,14 +802,16 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (!cx)
             return;
         cx->fd = -1;
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         if (ci && ci->client_addr) {
             const struct sockaddr *sa = ci->client_addr;
             if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, cx->addr, sizeof cx->addr);
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+                          cx->addr, sizeof cx->addr);
             else if (sa->sa_family == AF_INET6)
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, cx->addr,
-                          sizeof cx->addr);
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                          cx->addr, sizeof cx->addr);
         }
         ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci)
@@ -862,7 +881,9 @@ static int read_small_file(const char *path, const char *what, char **out, char 
 
 static int open_listener(gateway *g, const policy_server *sv, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[16];
     snprintf(port, sizeof port, "%d", sv->port);
@@ -914,7 +935,8 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
         mg_err_set(err, errlen, "gateway: policies, model, tokenizer and serve are required");
         return MG_EINVAL;
     }
-    if (!MHD_is_feature_supported(MHD_FEATURE_TLS) || !MHD_is_feature_supported(MHD_FEATURE_EPOLL)) {
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS) ||
+        !MHD_is_feature_supported(MHD_FEATURE_EPOLL)) {
         mg_err_set(err, errlen, "gateway: this libmicrohttpd lacks TLS or epoll support");
         return MG_EUNSUPPORTED;
     }
@@ -928,6 +950,7 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
     pthread_cond_init(&g->fin_cv, NULL);
     pthread_mutex_init(&g->act_mu, NULL);
     pthread_cond_init(&g->act_cv, NULL);
+    pthread_mutex_init(&g->dom_mu, NULL);
     char *cert = NULL, *key = NULL, *ca = NULL;
     const policy *p = policy_store_acquire(opts->policies);
     const policy_config *c = policy_get_config(p);
@@ -949,19 +972,23 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
         snprintf(g->model_sha256, sizeof g->model_sha256, "%s", opts->model_sha256);
     const model_info *mi = model_get_info(opts->model);
     g->n_vocab = mi->n_vocab;
-    g->n_ctx = opts->n_ctx > 0 ? opts->n_ctx : (int)(mi->n_ctx_train < 4096 ? mi->n_ctx_train : 4096);
-    if (chat_template_detect(tokenizer_chat_template(opts->tok), tokenizer_pre(opts->tok), mi->arch_name,
-                             &g->tmpl_detected, g->tmpl_err, sizeof g->tmpl_err))
+    g->n_ctx =
+        opts->n_ctx > 0 ? opts->n_ctx : (int)(mi->n_ctx_train < 4096 ? mi->n_ctx_train : 4096);
+    if (chat_template_detect(tokenizer_chat_template(opts->tok), tokenizer_pre(opts->tok),
+                             mi->arch_name, &g->tmpl_detected, g->tmpl_err, sizeof g->tmpl_err))
         g->tmpl_detected = CHAT_TEMPLATE_NONE;
     special_text(opts->tok, tokenizer_bos(opts->tok), g->bos, sizeof g->bos);
     special_text(opts->tok, tokenizer_eos(opts->tok), g->eos, sizeof g->eos);
 
-    if ((rc = gw_log_open(&g->log, &c->logging, err, errlen)) || (rc = gw_metrics_create(&g->met)) ||
-        (rc = policy_limiter_create(&g->lim)))
+    if ((rc = gw_log_open(&g->log, &c->logging, err, errlen)) ||
+        (rc = gw_metrics_create(&g->met)) || (rc = policy_limiter_create(&g->lim)) ||
+        (rc = gw_domains_build(&g->dom, g, p, err, errlen)))
         goto fail;
     if (!sv->tls && !sv->loopback && !sv->allow_insecure_nonloopback) {
-        mg_err_set(err, errlen, "gateway: plain HTTP on non-loopback address '%s' needs "
-                                "server.allow_insecure_nonloopback: true", sv->host);
+        mg_err_set(err, errlen,
+                   "gateway: plain HTTP on non-loopback address '%s' needs "
+                   "server.allow_insecure_nonloopback: true",
+                   sv->host);
         rc = MG_EINVAL;
         goto fail;
     }
@@ -993,8 +1020,8 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
         n_threads = 1;
     if (n_threads > 64)
         n_threads = 64;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (g->tls)
         flags |= MHD_USE_TLS;
     struct MHD_OptionItem tls_opts[] = {
@@ -1005,23 +1032,22 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
         {MHD_OPTION_END, 0, NULL},
     };
     struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
-    g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g,
-                            MHD_OPTION_LISTEN_SOCKET, g->listen_fd,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)n_threads,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)sv->max_connections,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)sv->max_connections_per_client,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)sv->idle_timeout_s,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
-                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, g,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, g,
-                            MHD_OPTION_ARRAY, g->tls ? tls_opts : none,
-                            MHD_OPTION_END);
+    g->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, g, MHD_OPTION_LISTEN_SOCKET, g->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)n_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)sv->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)sv->max_connections_per_client, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)sv->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        g, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, g, MHD_OPTION_ARRAY, g->tls ? tls_opts : none,
+        MHD_OPTION_END);
     if (!g->d) {
-        mg_err_set(err, errlen, "gateway: the HTTP server did not start on %s%s", sv->listen,
-                   g->tls ? " (check that server.tls_cert and server.tls_key are a matching PEM certificate "
-                            "and key)"
-                          : "");
+        mg_err_set(
+            err, errlen, "gateway: the HTTP server did not start on %s%s", sv->listen,
+            g->tls
+                ? " (check that server.tls_cert and server.tls_key are a matching PEM certificate "
+                  "and key)"
+                : "");
         rc = MG_EIO;
         goto fail;
     }
@@ -1040,8 +1066,9 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
         rc = MG_ENOMEM;
         goto fail;
     }
-    gw_log_event(g->log, POLICY_LOG_INFO, NULL, "listening on %s port %d (%s%s), model '%s', %d HTTP threads",
-                 sv->host, g->port, g->tls ? "TLS" : "plain HTTP", g->client_ca ? ", client certificates" : "",
+    gw_log_event(g->log, POLICY_LOG_INFO, NULL,
+                 "listening on %s port %d (%s%s), model '%s', %d HTTP threads", sv->host, g->port,
+                 g->tls ? "TLS" : "plain HTTP", g->client_ca ? ", client certificates" : "",
                  g->model_id, n_threads);
     policy_release(p);
     *out = g;
@@ -1067,16 +1094,30 @@ int gw_reload(gateway *g, char *err, size_t errlen)
     int rc = policy_store_reload(g->o.policies, err, errlen);
     if (rc) {
         atomic_fetch_add(&g->reloads_failed, 1);
-        gw_log_event(g->log, POLICY_LOG_ERROR, NULL, "policy reload refused, the old policy stays in force: %s", err);
+        gw_log_event(g->log, POLICY_LOG_ERROR, NULL,
+                     "policy reload refused, the old policy stays in force: %s", err);
         return rc;
     }
-    atomic_fetch_add(&g->reloads_ok, 1);
     const policy *p = policy_store_acquire(g->o.policies);
+    /* the packs come with the policy: requests go on with the old pair
+     * unless both are good */
+    gw_domains *d = NULL;
+    if ((rc = gw_domains_build(&d, g, p, err, errlen))) {
+        policy_release(p);
+        atomic_fetch_add(&g->reloads_failed, 1);
+        gw_log_event(g->log, POLICY_LOG_ERROR, NULL,
+                     "policy reload refused (domain packs), the old policy stays in force: %s",
+                     err);
+        return rc;
+    }
+    gw_domains_swap(g, d);
+    atomic_fetch_add(&g->reloads_ok, 1);
     char aerr[512] = "";
     if (g->o.adapters && gateway_load_adapters(g->o.adapters, p, aerr, sizeof aerr))
         gw_log_event(g->log, POLICY_LOG_ERROR, NULL, "policy reload: adapter not loaded: %s", aerr);
     gw_log_event(g->log, POLICY_LOG_INFO, NULL,
-                 "policy reloaded (generation %llu); server address, TLS and connection limits apply at restart",
+                 "policy reloaded (generation %llu); server address, TLS and connection limits "
+                 "apply at restart",
                  (unsigned long long)policy_generation(p));
     policy_release(p);
     return 0;
@@ -1156,7 +1197,8 @@ void gateway_close(gateway *g)
     pthread_mutex_unlock(&g->act_mu);
     if (left > 0) {
         /* something still points at g: leaking it beats a use after free */
-        gw_log_event(g->log, POLICY_LOG_ERROR, NULL, "close: %d requests did not end; not freeing the gateway", left);
+        gw_log_event(g->log, POLICY_LOG_ERROR, NULL,
+                     "close: %d requests did not end; not freeing the gateway", left);
         return;
     }
     if (g->listen_fd >= 0)
@@ -1170,6 +1212,8 @@ void gateway_close(gateway *g)
     gw_metrics_free(g->met);
     gw_log_close(g->log);
     policy_limiter_free(g->lim);
+    gw_domains_release(g->dom);
+    pthread_mutex_destroy(&g->dom_mu);
     pthread_mutex_destroy(&g->fin_mu);
     pthread_cond_destroy(&g->fin_cv);
     pthread_mutex_destroy(&g->act_mu);

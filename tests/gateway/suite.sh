@@ -92,7 +92,24 @@ HH=$(hash "$HKEY")
 LH=$(hash "$LKEY")
 NH=$(hash "$NKEY")
 ASHA=$(sha256sum "$ADAPTER" | cut -d' ' -f1)
-mkdir -p "$T/spool" "$T/packs/finance" "$T/packs/medical"
+mkdir -p "$T/spool"
+# minimal domain packs: a one-line system prompt, no disclaimer, no guardrail
+# beyond the cap (tests/domains/suite.sh runs the shipped packs)
+for d in finance medical; do
+    mkdir -p "$T/packs/$d"
+    printf 'Answer briefly.\n' >"$T/packs/$d/sp.md"
+    printf '%s question one\n%s question two\n' "$d" "$d" >"$T/packs/$d/examples.txt"
+    printf '{"prompt": "a %s question", "lang": "en"}\n' "$d" >"$T/packs/$d/eval.jsonl"
+    cat >"$T/packs/$d/domain.yaml" <<EOF
+name: $d
+description: test pack
+system_prompt: {zh: sp.md, en: sp.md}
+defaults: {temperature: 1, top_p: 1}
+guardrails: {max_tokens: 1048576}
+examples: [examples.txt]
+eval: eval.jsonl
+EOF
+done
 printf '%s\n' "host=127.0.0.1 port=$PGPORT user=gw dbname=gwtest" >"$T/conn"
 chmod 600 "$T/conn"
 PORT=$(pg_free_port)
@@ -205,8 +222,8 @@ check "GET /ready is public here (public_endpoints: [ready])" sh -c "[ \"\$($C -
 st=$(get /v1/models); check "GET /v1/models without a key is 401" test "$st" = 401
 is_error 401 missing_api_key && ok "401 is OpenAI's error object" || bad "401 is OpenAI's error object"
 st=$(get /v1/models "$KEY")
-check "GET /v1/models lists the base model and the tenant's domains only" \
-    test "$st $(jq_ '",".join(m["id"] for m in d["data"])')" = "200 $BASE,finance"
+check "GET /v1/models lists the base model, auto and the tenant's domains only" \
+    test "$st $(jq_ '",".join(m["id"] for m in d["data"])')" = "200 $BASE,auto,finance"
 check "GET /v1/models/finance" test "$(get /v1/models/finance "$KEY")" = 200
 st=$(get /v1/models/medical "$KEY")
 check "GET /v1/models/medical (not allowed) is 404" sh -c "[ $st = 404 ]"

@@ -1,0 +1,159 @@
+#!/bin/sh
+# tests/domains/suite.sh — the shipped domain packs (domains/finance, medical,
+# telecom) applied by the gateway: `moegate serve` over real TLS with a tiny
+# fixture model and fixture LoRA adapters, a real PostgreSQL for the audit
+# log, requests from curl and Python (tests/domains/check_packs.py).
+#
+# What is checked: system prompts (per language, shared through the prefix
+# cache), generation defaults and the token cap, the packs' redaction
+# detectors, disclaimers, blocked topics answered with the pack's refusal,
+# model "auto" (the route in the response, its header and the audit
+# record), DOMAIN@VERSION adapter pinning, content labels (explicit text,
+# X-AIGC-Label header, AIGC field with the request id), and a reload with a
+# broken pack refused while the old packs keep serving.
+#
+# Run by tests/run.sh with BUILD, PYTHON, FIXTURES and QUICK set. Prints
+# "domains-gateway: N passed, M failed".
+set -u
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-python3}
+FIX=${FIXTURES:-build/fixtures}
+MG=$(cd "$BUILD" 2>/dev/null && pwd)/moegate
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+. "$HERE/../audit/pg.sh"
+
+T=$(mktemp -d /tmp/moegate-dom.XXXXXX)
+SPID=
+cleanup() {
+    if [ -n "$SPID" ]; then
+        kill "$SPID" 2>/dev/null
+        wait "$SPID" 2>/dev/null
+    fi
+    pg_cleanup
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+MODEL="$FIX/qwen3moe-tiny-q8_0.gguf"
+A1="$FIX/adapters/qwen3moe-tiny-gguf-r8-f32.gguf"
+A2="$FIX/adapters/qwen3moe-tiny-gguf-r16-attn-f16.gguf"
+[ -x "$MG" ] || { echo "domains-gateway: build $MG first"; exit 1; }
+[ -f "$MODEL" ] && [ -f "$A1" ] && [ -f "$A2" ] || { echo "domains-gateway: run make fixtures first"; exit 1; }
+pg_start || { echo "domains-gateway: cannot start PostgreSQL"; exit 1; }
+psql_q postgres "CREATE ROLE gw LOGIN" >/dev/null
+psql_q postgres "CREATE DATABASE domtest" >/dev/null
+DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=domtest"
+export DB
+"$MG" db migrate --db-env DB >"$T/migrate.log" 2>&1 || { cat "$T/migrate.log"; exit 1; }
+psql_q domtest "SET client_min_messages TO warning; GRANT moegate_gateway TO gw" >/dev/null
+
+cd "$T" || exit 1
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=moegate test CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >san.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
+    -extfile san.ext 2>/dev/null
+chmod 600 server.key
+cd - >/dev/null || exit 1
+
+KEY=mg_bank_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+CKEY=mg_clinic_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+AKEY=mg_admin_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+hash() { printf %s "$1" | "$MG" policy hash-key 2>/dev/null; }
+S1=$(sha256sum "$A1" | cut -d' ' -f1)
+S2=$(sha256sum "$A2" | cut -d' ' -f1)
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+# the packs are copied so the reload test can break one without touching the tree
+cp -r "$ROOT/domains" "$T/domains"
+mkdir -p "$T/spool"
+printf '%s\n' "host=127.0.0.1 port=$PGPORT user=gw dbname=domtest" >"$T/conn"
+chmod 600 "$T/conn"
+PORT=$(pg_free_port)
+BASE=$(basename "$MODEL" .gguf)
+cat >"$T/policy.yaml" <<EOF
+server:
+  listen: 127.0.0.1:$PORT
+  tls: on
+  tls_cert: server.crt
+  tls_key: server.key
+  limits: {request_timeout_s: 120}
+  public_endpoints: [ready]
+model:
+  path: $(abs "$MODEL")
+  threads: 1
+  context_length: 4096
+  kv_memory: 96MiB
+adapters:
+  - {name: finance-lora, path: $(abs "$A1"), sha256: $S1}
+  - {name: finance-lora-2, path: $(abs "$A2"), sha256: $S2, version: "2026-11"}
+  - {name: medical-lora, path: $(abs "$A2"), sha256: $S2}
+  - {name: telecom-lora, path: $(abs "$A1"), sha256: $S1}
+domains:
+  - {name: finance, pack: domains/finance, adapter: finance-lora, versions: [finance-lora-2]}
+  - {name: medical, pack: domains/medical}
+  - {name: telecom, pack: domains/telecom}
+router:
+  ood_examples: domains/_router/ood_examples.txt
+content_labels:
+  provider: "示例证券 Example Securities"
+  provider_code: "91310000MA1TEST01X"
+tenants:
+  - id: bank
+    api_keys: [{id: desk, hash: "$(hash "$KEY")"}]
+    domains: [finance, medical, telecom]
+    audit_payload: clear
+  - id: clinic
+    api_keys: [{id: ward, hash: "$(hash "$CKEY")"}]
+    domains: [medical]
+    audit_payload: clear
+  - id: ops
+    api_keys: [{id: root, hash: "$(hash "$AKEY")"}]
+    roles: [admin]
+    domains: [finance]
+audit:
+  connection_file: conn
+  on_failure: spool
+  spool_dir: spool
+  durability: strict
+  payload: hash
+logging: {format: json, level: info, output: gw.log}
+EOF
+"$MG" policy check "$T/policy.yaml" >"$T/check.log" 2>&1 || { cat "$T/check.log"; exit 1; }
+
+"$MG" serve --policy "$T/policy.yaml" >"$T/serve.log" 2>"$T/serve.err" &
+SPID=$!
+URL="https://127.0.0.1:$PORT"
+up=0
+for i in $(seq 1 300); do
+    if curl -s --cacert "$T/ca.crt" -o /dev/null "$URL/health" 2>/dev/null; then up=1; break; fi
+    kill -0 "$SPID" 2>/dev/null || break
+    sleep 0.2
+done
+[ $up = 1 ] || { echo "domains-gateway: server did not start"; cat "$T/serve.err" "$T/serve.log"; exit 1; }
+
+# one request with curl, the real client an operator tries first
+code=$(curl -s --cacert "$T/ca.crt" -o "$T/curl.json" -D "$T/curl.hdr" -w '%{http_code}' \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    --data-binary '{"model":"auto","messages":[{"role":"user","content":"What is the yield to maturity of a 5-year government bond?"}],"max_tokens":4}' \
+    "$URL/v1/chat/completions")
+
+"$PYTHON" "$HERE/check_packs.py" --url "$URL" --ca "$T/ca.crt" --key "$KEY" --clinic-key "$CKEY" \
+    --admin-key "$AKEY" --base "$BASE" --packs "$T/domains" --policy "$T/policy.yaml" --pid "$SPID" \
+    --db "$DB" --sha1 "$S1" --sha2 "$S2" --curl-code "$code" --curl-body "$T/curl.json" \
+    --curl-headers "$T/curl.hdr"
+rc=$?
+kill "$SPID" 2>/dev/null
+wait "$SPID"
+src=$?
+SPID=
+if [ $src -ne 0 ]; then
+    echo "FAIL the server exited $src after SIGTERM"
+    tail -20 "$T/serve.err"
+    rc=1
+fi
+if grep -q "$KEY" "$T/gw.log" "$T/serve.err" "$T/serve.log" 2>/dev/null; then
+    echo "FAIL an API key appears in the logs"
+    rc=1
+fi
+exit $rc
