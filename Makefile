@@ -62,13 +62,17 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 # Module libraries name their objects through $$(call ...).
 .SECONDEXPANSION:
 
-.PHONY: all help quickstart deps check check-build check-asan bench clean fixtures fuzz format
+.PHONY: all help quickstart quickstart-stop quickstart-clean deps check check-build check-asan bench clean fixtures fuzz format
 
 all: $(BUILD)/moegate
 
 help:
 	@echo "make            build build/moegate"
-	@echo "make quickstart install deps, build, make the demo model and generate text"
+	@echo "make quickstart install deps, build, start the whole platform locally (demo model, adapters,"
+	@echo "                TLS, PostgreSQL audit) under var/quickstart and send a request per domain;"
+	@echo "                MODEL=path.gguf serves your own model"
+	@echo "make quickstart-stop   stop the quickstart's gateway and PostgreSQL (data kept)"
+	@echo "make quickstart-clean  stop them and remove var/quickstart"
 	@echo "make deps       install the Debian packages the build and tests need (apt-get; no-op when present)"
 	@echo "make check      install deps, build, generate fixtures, run every test"
 	@echo "make check-asan the same tests built with ASan+UBSan (objects under build/asan)"
@@ -81,9 +85,15 @@ help:
 deps:
 	@sh deploy/install-deps.sh
 
-quickstart: deps
-	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh deploy/quickstart.sh
+# deps and the build are steps of the script (so it also runs on its own)
+quickstart:
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) MODEL="$(MODEL)" MAKE="$(MAKE)" sh deploy/quickstart.sh
+
+quickstart-stop:
+	@sh deploy/quickstart-stop.sh
+
+quickstart-clean:
+	@sh deploy/quickstart-stop.sh --clean
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
