@@ -21,9 +21,12 @@
  * tenant lists (mTLS, with server.tls_client_ca).
  *
  * Model names: a request's "model" is the base model id (gateway_opts
- * model_id, by default the GGUF file name without .gguf) or the name of a
- * domain from the policy (its adapter, when it has one, is applied). Any
- * other name is 404; a domain the tenant is not allowed is 403.
+ * model_id, by default the GGUF file name without .gguf), the name of a
+ * domain from the policy (its pack and adapter are applied), DOMAIN@VERSION
+ * (one of the domain's adapter versions pinned), or "auto" (the domain
+ * router picks one, or the base model). Any other name is 404; a domain the
+ * tenant is not allowed is 403. Domain packs, "auto" and content labels:
+ * gateway/README.md.
  *
  * Threads: libmicrohttpd's pool (one per core) parses, authorises, submits
  * to the engine and streams; it never runs inference and never waits for

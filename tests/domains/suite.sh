@@ -143,6 +143,17 @@ code=$(curl -s --cacert "$T/ca.crt" -o "$T/curl.json" -D "$T/curl.hdr" -w '%{htt
     --db "$DB" --sha1 "$S1" --sha2 "$S2" --curl-code "$code" --curl-body "$T/curl.json" \
     --curl-headers "$T/curl.hdr"
 rc=$?
+# the packs' eval sets: the guardrail properties hold whatever the model
+(umask 077 && printf '%s\n' "$KEY" >"$T/api-key")
+if "$PYTHON" "$ROOT/domains/eval.py" --url "$URL" --ca "$T/ca.crt" --key-file "$T/api-key" --packs "$ROOT/domains" \
+    --require guardrails --max-tokens 8 >"$T/eval.out" 2>&1; then
+    echo "ok   domains/eval.py: every must_refuse and must_end_with_disclaimer property of the packs' eval sets holds"
+else
+    echo "FAIL domains/eval.py guardrail properties"
+    cat "$T/eval.out"
+    rc=1
+fi
+grep '^| ' "$T/eval.out"
 kill "$SPID" 2>/dev/null
 wait "$SPID"
 src=$?
@@ -150,6 +161,11 @@ SPID=
 if [ $src -ne 0 ]; then
     echo "FAIL the server exited $src after SIGTERM"
     tail -20 "$T/serve.err"
+    rc=1
+fi
+if grep -q "AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/serve.err" 2>/dev/null; then
+    echo "FAIL the server's sanitizer report:"
+    grep -A20 "AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/serve.err" | head -60
     rc=1
 fi
 if grep -q "$KEY" "$T/gw.log" "$T/serve.err" "$T/serve.log" 2>/dev/null; then
