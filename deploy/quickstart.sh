@@ -53,7 +53,8 @@ step() {
     printf '\n==> %s\n' "$1"
 }
 fail() { # message: the current step failed
-    echo "quickstart: step '$STEP' failed: $*" >&2
+    echo "quickstart: FAILED at step '$STEP': $* (logs in $QS/log/)" >&2
+    STEP=""
     exit 1
 }
 on_exit() {
@@ -86,7 +87,7 @@ for c in openssl curl; do
     command -v "$c" >/dev/null 2>&1 || fail "the $c command is missing"
 done
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-[ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || fail "no PostgreSQL server binaries under /usr/lib/postgresql (make deps)"
+[ -x "${PG_BIN:-/nonexistent}/initdb" ] || fail "no PostgreSQL server binaries under /usr/lib/postgresql (make deps)"
 
 # ---------------------------------------------------------------------------
 step "build"
@@ -118,7 +119,6 @@ MODEL_PATH="$(cd "$(dirname "$MODEL_PATH")" && pwd)/$(basename "$MODEL_PATH")"
 "$MG" model inspect "$MODEL_PATH" >"$QS/log/model-inspect.log" 2>&1 ||
     { cat "$QS/log/model-inspect.log" >&2; fail "moegate model inspect refused $MODEL_PATH"; }
 sed -n '1,6p' "$QS/log/model-inspect.log"
-MODEL_ID=$(basename "$MODEL_PATH" .gguf)
 
 # ---------------------------------------------------------------------------
 step "adapters"
@@ -138,11 +138,13 @@ fi
     --domains finance,medical,telecom >"$QS/log/adapters.log" 2>&1 ||
     { cat "$QS/log/adapters.log" >&2; fail "gen_adapters.py --demo failed"; }
 cat "$QS/log/adapters.log"
-for d in finance medical telecom; do
-    sha=$(sha256sum "$QS/adapters/$d-lora.gguf" | cut -d' ' -f1)
-    eval "SHA_$d=\$sha"
-    echo "$d-lora  sha256 $sha"
-done
+adapter_sha() { sha256sum "$QS/adapters/$1-lora.gguf" | cut -d' ' -f1; }
+SHA_finance=$(adapter_sha finance)
+SHA_medical=$(adapter_sha medical)
+SHA_telecom=$(adapter_sha telecom)
+echo "finance-lora  sha256 $SHA_finance"
+echo "medical-lora  sha256 $SHA_medical"
+echo "telecom-lora  sha256 $SHA_telecom"
 
 # ---------------------------------------------------------------------------
 step "certificates"
@@ -164,7 +166,8 @@ else
             openssl req -new -key "$T/server.key" -subj "/CN=localhost" -out "$T/server.csr" &&
             printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
                 "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$T/server.ext" &&
-            openssl x509 -req -in "$T/server.csr" -CA "$QS/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
+            openssl x509 -req -in "$T/server.csr" -CA "$QS/ca.pem" -CAkey "$T/ca.key" \
+                -CAcreateserial -CAserial "$T/ca.srl" \
                 -days 365 -sha256 -extfile "$T/server.ext" -out "$T/server.pem"
     } >"$QS/log/openssl.log" 2>&1 || { cat "$QS/log/openssl.log" >&2; fail "openssl failed"; }
     chmod 600 "$T/ca.key" "$T/server.key"
@@ -181,6 +184,7 @@ fi
 openssl pkey -in "$QS/keys/checkpoint.pem" -pubout -out "$QS/keys/checkpoint.pub.pem" 2>>"$QS/log/openssl.log" ||
     fail "openssl pkey -pubout failed"
 chmod 600 "$QS/keys/checkpoint.pem"
+chmod 644 "$QS/keys/checkpoint.pub.pem"
 echo "audit checkpoint signing key: $QS/keys/checkpoint.pem (public: checkpoint.pub.pem)"
 
 # ---------------------------------------------------------------------------
@@ -415,8 +419,10 @@ echo "GET /ready: $ready"
 
 # ---------------------------------------------------------------------------
 step "requests"
-echo "(the demo model has random weights: its answers are gibberish; the path"
-echo " they take — TLS, key, policy, domain pack, adapter, engine, audit — is the real one)"
+if [ -z "$MODEL" ]; then
+    echo "(the demo model has random weights: its answers are gibberish; the path"
+    echo " they take — TLS, key, policy, domain pack, adapter, engine, audit — is the real one)"
+fi
 : >"$QS/requests/ids"
 ask() { # name model question
     name=$1
@@ -441,7 +447,8 @@ if code == "200" and isinstance(d, dict) and d.get("choices"):
     text = (d["choices"][0].get("message") or {}).get("content") or ""
     text = " ".join(text.split())
     print("  answered by model: %s" % d.get("model"))
-    print("  answer: %s" % (text[:160] + (" ..." if len(text) > 160 else "")))
+    # the start, and the end where a pack's disclaimer goes
+    print("  answer: %s" % (text if len(text) <= 320 else text[:150] + " ... " + text[-150:]))
     u = d.get("usage") or {}
     print("  tokens: %s prompt, %s completion, finish %s" % (
         u.get("prompt_tokens"), u.get("completion_tokens"), d["choices"][0].get("finish_reason")))
@@ -471,6 +478,8 @@ echo "$AUTO_DOMAIN" >"$QS/requests/auto.domain"
 if [ -n "$AUTO_DOMAIN" ]; then
     printf '\nmodel "auto" was routed to: %s\n' "$AUTO_DOMAIN"
 fi
+label=$(tr -d '\r' <"$QS/requests/finance.headers" | awk 'tolower($0) ~ /^x-aigc-label:/' | head -n 1)
+[ -n "$label" ] && echo "each answer is labelled as AI-generated (policy content_labels), e.g. $label"
 
 # ---------------------------------------------------------------------------
 step "audit rows"
