@@ -3,7 +3,8 @@
  *   moegate policy check FILE
  *       validates FILE; prints every error and warning as
  *       FILE:LINE:COLUMN: error|warning: MESSAGE on stderr, then a summary
- *       on stdout; exit status 1 when there is any error.
+ *       on stdout; exit status 1 when there is any error. The domain packs
+ *       the policy names are validated too (as `moegate serve` loads them).
  *   moegate policy hash-key [--generate]
  *       reads one key from stdin (echo off on a terminal) and prints the
  *       "sha256:..." hash the policy stores; --generate makes a new random
@@ -19,6 +20,7 @@
 
 #include "cli/cli.h"
 #include "core/errors.h"
+#include "gateway/gateway.h"
 #include "policies/policy.h"
 
 static void usage(FILE *f)
@@ -55,6 +57,18 @@ static int cmd_check(int argc, char **argv)
     }
     if (rc) {
         fprintf(stderr, "moegate: %s\n", err);
+        return 1;
+    }
+    /* the packs, as the gateway loads them */
+    domain_load_opts dl = {.on_diag = print_diag, .ud = counts};
+    int before = counts[0];
+    if ((rc = gateway_check_domains(p, &dl, err, sizeof err))) {
+        if (counts[0] == before)
+            fprintf(stderr, "%s\n", err);
+        fprintf(stderr, "moegate policy check: %s is not valid: its domain packs: %d error%s\n",
+                argv[0], counts[0] - before > 0 ? counts[0] - before : 1,
+                counts[0] - before > 1 ? "s" : "");
+        policy_release(p);
         return 1;
     }
     const policy_config *c = policy_get_config(p);
@@ -133,8 +147,9 @@ static int cmd_hash_key(int argc, char **argv)
             return 1;
         }
         if (n < 32)
-            fprintf(stderr, "moegate policy hash-key: warning: a key of %ld characters is "
-                            "short; use random keys of at least 32 (hash-key --generate)\n",
+            fprintf(stderr,
+                    "moegate policy hash-key: warning: a key of %ld characters is "
+                    "short; use random keys of at least 32 (hash-key --generate)\n",
                     n);
     }
     int rc = policy_key_hash(key, (size_t)n, hash, sizeof hash);

@@ -18,7 +18,7 @@
 #include "core/errors.h"
 #include "gateway/gateway_internal.h"
 
-static void diag_to_log(void *ud, const policy_diag *d)
+void gw_domains_diag_to_log(void *ud, const policy_diag *d)
 {
     gateway *g = ud;
     char line[768];
@@ -49,7 +49,8 @@ void gw_domains_release(gw_domains *d)
     free(d);
 }
 
-int gw_domains_build(gw_domains **out, gateway *g, const policy *p, char *err, size_t errlen)
+int gw_domains_build(gw_domains **out, const policy *p, const domain_load_opts *lo, char *err,
+                     size_t errlen)
 {
     const policy_config *c = policy_get_config(p);
     gw_domains *d = calloc(1, sizeof *d);
@@ -82,8 +83,7 @@ int gw_domains_build(gw_domains **out, gateway *g, const policy *p, char *err, s
         d->dom[i].pack_index = j;
     }
     if (n_dirs) {
-        domain_load_opts lo = {.on_diag = g ? diag_to_log : NULL, .ud = g};
-        if ((rc = domain_set_load_packs(&d->set, dirs, n_dirs, &lo, err, errlen)))
+        if ((rc = domain_set_load_packs(&d->set, dirs, n_dirs, lo, err, errlen)))
             goto done;
         d->of_pack = malloc(sizeof *d->of_pack * (size_t)n_dirs);
         if (!d->of_pack) {
@@ -110,19 +110,20 @@ int gw_domains_build(gw_domains **out, gateway *g, const policy *p, char *err, s
         x->pack = x->pack_index >= 0 ? domain_set_get(d->set, x->pack_index) : NULL;
         /* the adapter: the policy's, else the one the pack names (which the
          * policy must define, with its SHA-256) */
-        const char *an = pd->adapter ? pd->adapter : x->pack ? x->pack->adapter : NULL;
-        if (an) {
-            x->adapter = find_adapter(c, an);
-            if (!x->adapter) {
-                mg_err_set(
-                    err, errlen,
-                    "domains: the pack of domain '%s' (%s) names adapter '%s', which the policy "
-                    "does not "
-                    "define under adapters (add it with its sha256, or set domains[].adapter)",
-                    pd->name, pd->pack, an);
-                rc = MG_EINVAL;
-                goto done;
-            }
+        /* the policy says which adapter answers (it pins the file's
+         * digest); the pack's `adapter` only names the one it was made for */
+        x->adapter = pd->adapter ? find_adapter(c, pd->adapter) : NULL;
+        if (!pd->adapter && x->pack && x->pack->adapter && find_adapter(c, x->pack->adapter) &&
+            lo && lo->on_diag) {
+            /* defined but not used: most likely a forgotten domains[].adapter */
+            char msg[512];
+            snprintf(msg, sizeof msg,
+                     "domains: domain '%s' has no adapter, so the base model answers it, though its "
+                     "pack was made for adapter '%s', which the policy defines (set "
+                     "domains[].adapter: %s to use it)",
+                     pd->name, x->pack->adapter, x->pack->adapter);
+            policy_diag w = {POLICY_WARNING, c->path, 0, 0, msg};
+            lo->on_diag(lo->ud, &w);
         }
         if (x->pack && x->pack->n_redaction) {
             char derr[256];
@@ -142,6 +143,14 @@ done:
     }
     *out = d;
     return 0;
+}
+
+int gateway_check_domains(const policy *p, const domain_load_opts *opts, char *err, size_t errlen)
+{
+    gw_domains *d = NULL;
+    int rc = gw_domains_build(&d, p, opts, err, errlen);
+    gw_domains_release(d);
+    return rc;
 }
 
 gw_domains *gw_domains_acquire(gateway *g)

@@ -50,6 +50,7 @@
 #include "core/model.h"
 #include "core/serve.h"
 #include "core/tokenizer.h"
+#include "domains/domain.h"
 #include "policies/policy.h"
 
 typedef struct gateway gateway;
@@ -99,6 +100,13 @@ void gateway_close(gateway *g);
  * only after checking its file's SHA-256 against the policy. Returns 0 or
  * the first error (named; the others are still tried). */
 int gateway_load_adapters(lora_registry *r, const policy *p, char *err, size_t errlen);
+
+/* What gateway_open does with the policy's domain packs, without serving:
+ * loads and validates every domains[].pack (diagnostics FILE:LINE:COL to
+ * opts->on_diag; a warning when a domain has no adapter though the policy
+ * defines the one its pack names) and trains the "auto" router on
+ * the packs' examples and router.ood_examples. 0, or the error (err). */
+int gateway_check_domains(const policy *p, const domain_load_opts *opts, char *err, size_t errlen);
 
 /* SHA-256 of a file as 64 lower-case hex digits. MG_EIO when unreadable. */
 int gateway_file_sha256(const char *path, char hex[65], char *err, size_t errlen);

@@ -117,9 +117,10 @@ typedef struct gw_routed {
     bool denied;  /* above the threshold, but the tenant may not use that domain */
 } gw_routed;
 
-/* Loads the packs of p's domains and trains the router. g (may be NULL)
- * receives the packs' diagnostics in its log. */
-int gw_domains_build(gw_domains **out, gateway *g, const policy *p, char *err, size_t errlen);
+/* Loads the packs of p's domains (diagnostics to lo->on_diag) and trains the router. */
+int gw_domains_build(gw_domains **out, const policy *p, const domain_load_opts *lo, char *err,
+                     size_t errlen);
+void gw_domains_diag_to_log(void *ud, const policy_diag *d); /* ud: the gateway */
 gw_domains *gw_domains_acquire(gateway *g);      /* the set in force, with a reference */
 void gw_domains_release(gw_domains *d);          /* accepts NULL */
 void gw_domains_swap(gateway *g, gw_domains *d); /* puts d in force (takes its reference) */

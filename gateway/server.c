@@ -982,7 +982,8 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
 
     if ((rc = gw_log_open(&g->log, &c->logging, err, errlen)) ||
         (rc = gw_metrics_create(&g->met)) || (rc = policy_limiter_create(&g->lim)) ||
-        (rc = gw_domains_build(&g->dom, g, p, err, errlen)))
+        (rc = gw_domains_build(&g->dom, p, &(domain_load_opts){gw_domains_diag_to_log, g}, err,
+                               errlen)))
         goto fail;
     if (!sv->tls && !sv->loopback && !sv->allow_insecure_nonloopback) {
         mg_err_set(err, errlen,
@@ -1102,7 +1103,8 @@ int gw_reload(gateway *g, char *err, size_t errlen)
     /* the packs come with the policy: requests go on with the old pair
      * unless both are good */
     gw_domains *d = NULL;
-    if ((rc = gw_domains_build(&d, g, p, err, errlen))) {
+    if ((rc = gw_domains_build(&d, p, &(domain_load_opts){gw_domains_diag_to_log, g}, err,
+                               errlen))) {
         policy_release(p);
         atomic_fetch_add(&g->reloads_failed, 1);
         gw_log_event(g->log, POLICY_LOG_ERROR, NULL,

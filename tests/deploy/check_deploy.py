@@ -77,7 +77,9 @@ def materialise(policy_text, prefixes, tmp, secret_keys):
     for a in doc.get("adapters", []):
         touch(a["path"])
     for d in doc["domains"]:
-        mkdir(d["pack"])
+        # the shipped pack of that name: policy check validates packs too
+        shutil.copytree(os.path.join(ROOT, "domains", os.path.basename(d["pack"].rstrip("/"))),
+                        path_of(d["pack"]))
     au = doc["audit"]
     for k in secret_keys:
         if k in au:

@@ -149,7 +149,7 @@ for (dom, lang), q in QUESTIONS.items():
         continue
     want_adapter = p["adapter"]
     want_sha = {"finance-lora": A.sha1, "medical-lora": A.sha2, "telecom-lora": A.sha1}[want_adapter]
-    check(tag + ": audit: tenant, domain, the pack's adapter and its sha256",
+    check(tag + ": audit: tenant, domain, the domain's adapter and its sha256",
           (rec["tenant"], rec["domain"], rec["adapter"], rec["adapter_sha256"], rec["status"]) ==
           ("bank", dom, want_adapter, want_sha, "200"), rec)
     check(tag + ": audit: the model saw the pack's %s system prompt" % lang,

@@ -91,8 +91,8 @@ adapters:
   - {name: telecom-lora, path: $(abs "$A1"), sha256: $S1}
 domains:
   - {name: finance, pack: domains/finance, adapter: finance-lora, versions: [finance-lora-2]}
-  - {name: medical, pack: domains/medical}
-  - {name: telecom, pack: domains/telecom}
+  - {name: medical, pack: domains/medical, adapter: medical-lora}
+  - {name: telecom, pack: domains/telecom, adapter: telecom-lora}
 router:
   ood_examples: domains/_router/ood_examples.txt
 content_labels:

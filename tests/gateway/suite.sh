@@ -93,23 +93,7 @@ LH=$(hash "$LKEY")
 NH=$(hash "$NKEY")
 ASHA=$(sha256sum "$ADAPTER" | cut -d' ' -f1)
 mkdir -p "$T/spool"
-# minimal domain packs: a one-line system prompt, no disclaimer, no guardrail
-# beyond the cap (tests/domains/suite.sh runs the shipped packs)
-for d in finance medical; do
-    mkdir -p "$T/packs/$d"
-    printf 'Answer briefly.\n' >"$T/packs/$d/sp.md"
-    printf '%s question one\n%s question two\n' "$d" "$d" >"$T/packs/$d/examples.txt"
-    printf '{"prompt": "a %s question", "lang": "en"}\n' "$d" >"$T/packs/$d/eval.jsonl"
-    cat >"$T/packs/$d/domain.yaml" <<EOF
-name: $d
-description: test pack
-system_prompt: {zh: sp.md, en: sp.md}
-defaults: {temperature: 1, top_p: 1}
-guardrails: {max_tokens: 1048576}
-examples: [examples.txt]
-eval: eval.jsonl
-EOF
-done
+sh "$HERE/../domains/mkpack.sh" "$T/packs/finance" "$T/packs/medical"
 printf '%s\n' "host=127.0.0.1 port=$PGPORT user=gw dbname=gwtest" >"$T/conn"
 chmod 600 "$T/conn"
 PORT=$(pg_free_port)

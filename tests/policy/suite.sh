@@ -29,8 +29,8 @@ unset MG_SUITE_UNSET_DSN
 
 # ---- fixture tree -------------------------------------------------------------
 tree="$T/tree"
-mkdir -p "$tree/tls" "$tree/packs/finance" "$tree/packs/medical" "$tree/spool" "$tree/secrets" \
-    "$tree/router"
+mkdir -p "$tree/tls" "$tree/spool" "$tree/secrets" "$tree/router"
+sh tests/domains/mkpack.sh "$tree/packs/finance" "$tree/packs/medical"
 : >"$tree/tls/server.crt"
 : >"$tree/router/ood.jsonl"
 : >"$tree/model.gguf"
@@ -73,8 +73,8 @@ fi
 
 # ---- the example policy ------------------------------------------------------------
 ex="$T/example"
-mkdir -p "$ex/tls" "$ex/models" "$ex/adapters" "$ex/domains/finance" "$ex/domains/medical" \
-    "$ex/domains/telecom" "$ex/secrets" "$ex/keys" "$ex/spool"
+mkdir -p "$ex/tls" "$ex/models" "$ex/adapters" "$ex/secrets" "$ex/keys" "$ex/spool"
+cp -r domains "$ex/domains" # the shipped packs, as the example names them
 for f in tls/server.crt tls/clients-ca.crt models/Qwen3-30B-A3B-Q4_K_M.gguf \
     adapters/finance-lora.gguf adapters/medical-lora.gguf; do
     : >"$ex/$f"
@@ -88,6 +88,27 @@ if "$MG" policy check "$ex/policy.yaml" >"$T/out" 2>"$T/err" && [ ! -s "$T/err" 
     ok
 else
     bad "example.yaml: $(cat "$T/err" "$T/out" | head -5)"
+fi
+
+# the packs the policy names are checked too: a broken one fails the check at
+# its FILE:LINE:COL; a pack whose adapter the policy defines but the domain
+# does not use is a warning
+cp -r "$ex" "$T/expack"
+sed -i 's/^  temperature: 0.3$/  temperature: 9/' "$T/expack/domains/finance/domain.yaml"
+if "$MG" policy check "$T/expack/policy.yaml" >"$T/out" 2>"$T/err"; then
+    bad "a broken pack passed policy check"
+else
+    grep -q "domains/finance/domain.yaml:[0-9]*:[0-9]*: error: defaults.temperature" "$T/err" &&
+        grep -q "is not valid: its domain packs: 1 error" "$T/err" && ok ||
+        bad "broken pack: $(cat "$T/err")"
+fi
+cp "$ex/domains/finance/domain.yaml" "$T/expack/domains/finance/domain.yaml"
+sed -i 's/^    adapter: medical-lora$//' "$T/expack/policy.yaml"
+if "$MG" policy check "$T/expack/policy.yaml" >"$T/out" 2>"$T/err" &&
+    grep -q "warning: domains: domain 'medical' has no adapter, so the base model answers it, though its pack was made for adapter 'medical-lora'" "$T/err"; then
+    ok
+else
+    bad "unused pack adapter: $(cat "$T/err" "$T/out")"
 fi
 
 # a file that is not there
