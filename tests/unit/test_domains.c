@@ -292,6 +292,30 @@ static void test_folder_name(void **state)
     domain_set_free(s);
 }
 
+/* The policy's pack list: given folders in the given order; a folder named
+ * twice, or one without domain.yaml, refuses the set. */
+static void test_load_packs(void **state)
+{
+    const char *dirs[] = {"domains/telecom/", "domains/finance"};
+    domain_set *s = NULL;
+    char err[1024] = "";
+    assert_int_equal(domain_set_load_packs(&s, dirs, 2, NULL, err, sizeof err), 0);
+    assert_int_equal(domain_set_count(s), 2);
+    assert_string_equal(domain_set_get(s, 0)->name, "telecom");
+    assert_string_equal(domain_set_get(s, 1)->name, "finance");
+    domain_set_free(s);
+    s = NULL;
+    const char *twice[] = {"domains/finance", "domains/finance"};
+    assert_int_equal(domain_set_load_packs(&s, twice, 2, NULL, err, sizeof err), MG_EFORMAT);
+    assert_null(s);
+    assert_non_null(strstr(err, "duplicate domain name \"finance\""));
+    const char *missing[] = {"domains/finance", "domains/_router"};
+    assert_int_equal(domain_set_load_packs(&s, missing, 2, NULL, err, sizeof err), MG_EFORMAT);
+    assert_non_null(strstr(err, "domains/_router/domain.yaml: cannot read"));
+    assert_int_equal(domain_set_load_packs(&s, dirs, 0, NULL, err, sizeof err), MG_ENOTFOUND);
+    assert_int_equal(domain_set_load_packs(&s, NULL, 1, NULL, err, sizeof err), MG_EINVAL);
+}
+
 /* ---- the router ------------------------------------------------------------------- */
 
 static void test_router_heldout(void **state)
@@ -383,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_packs_validate),
         cmocka_unit_test_setup_teardown(test_broken_packs, setup_tree, teardown_tree),
         cmocka_unit_test_setup_teardown(test_folder_name, setup_tree, teardown_tree),
+        cmocka_unit_test(test_load_packs),
         cmocka_unit_test(test_router_heldout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
