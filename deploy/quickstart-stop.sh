@@ -12,8 +12,8 @@
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QS=${QUICKSTART_DIR:-var/quickstart}
-case "$QS" in /*) ;; *) QS="$ROOT/$QS" ;; esac
+QS=${QUICKSTART_DIR:-$ROOT/var/quickstart}
+case "$QS" in /*) ;; *) QS="$(pwd)/$QS" ;; esac
 MODE=all
 case "${1:-}" in
 '') ;;

@@ -19,7 +19,7 @@
 #
 # Environment:
 #   MODEL                 a GGUF model to serve instead of the demo model
-#   QUICKSTART_DIR        where everything goes (default var/quickstart)
+#   QUICKSTART_DIR        where everything goes (default var/quickstart in the checkout)
 #   QUICKSTART_PORT       the gateway's HTTPS port on 127.0.0.1 (default 8443)
 #   QUICKSTART_PG_PORT    PostgreSQL's port on 127.0.0.1 (default: a free port
 #                         chosen when the cluster is created, then kept)
@@ -32,6 +32,7 @@
 # naming the step that failed. Logs: QUICKSTART_DIR/log/.
 set -eu
 
+HERE_PWD=$(pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BUILD=${BUILD:-build}
@@ -40,8 +41,9 @@ FIXTURES=${FIXTURES:-build/fixtures}
 MODEL=${MODEL:-}
 PORT=${QUICKSTART_PORT:-8443}
 MAX_TOKENS=${QUICKSTART_MAX_TOKENS:-32}
-QS=${QUICKSTART_DIR:-var/quickstart}
-case "$QS" in /*) ;; *) QS="$ROOT/$QS" ;; esac
+QS=${QUICKSTART_DIR:-$ROOT/var/quickstart}
+case "$QS" in /*) ;; *) QS="$HERE_PWD/$QS" ;; esac
+case "$MODEL" in /* | '') ;; *) MODEL="$HERE_PWD/$MODEL" ;; esac
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 MG="$BUILD/moegate"
 DEMO=qwen3moe-tiny-q4_K
@@ -53,14 +55,16 @@ step() {
     printf '\n==> %s\n' "$1"
 }
 fail() { # message: the current step failed
-    echo "quickstart: FAILED at step '$STEP': $* (logs in $QS/log/)" >&2
+    echo "quickstart: FAILED at step '$STEP': $*" >&2
+    echo "  logs in $QS/log/; make quickstart-stop stops what was started" >&2
     STEP=""
     exit 1
 }
 on_exit() {
     rc=$?
     if [ "$rc" -ne 0 ] && [ -n "$STEP" ]; then
-        echo "quickstart: FAILED at step '$STEP' (exit $rc); logs in $QS/log/" >&2
+        echo "quickstart: FAILED at step '$STEP' (exit $rc)" >&2
+        echo "  logs in $QS/log/; make quickstart-stop stops what was started" >&2
     fi
 }
 trap on_exit EXIT
@@ -530,7 +534,7 @@ The gateway is running: $URL (pid $GW_PID), PostgreSQL on 127.0.0.1:$PG_PORT.
 Try it:
   curl --cacert $QS/ca.pem -H "Authorization: Bearer \$(cat $QS/api-key)" \\
        -H 'Content-Type: application/json' $URL/v1/chat/completions \\
-       -d '{"model": "auto", "messages": [{"role": "user", "content": "What is a covered call?"}], "max_tokens": 32}'
+       -d '{"model": "auto", "messages": [{"role": "user", "content": "My phone bill doubled this month, why?"}], "max_tokens": 32}'
 EOF
 if [ -n "$FAILED" ]; then
     echo "quickstart: FAILED:$FAILED" >&2
