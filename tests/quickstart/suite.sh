@@ -15,6 +15,7 @@
 #   with the first gateway's closing checkpoint now verified
 #   quickstart-stop leaves no gateway and no PostgreSQL; a second stop is
 #   harmless; quickstart-clean removes the folder
+#   MODEL=path.gguf (DeepSeek-V2-Lite's shape) works with untrained adapters
 # Run by tests/run.sh with BUILD, PYTHON, FIXTURES and QUICK set; skipped in
 # the sanitizer run (QUICK=--quick). Prints "quickstart: N passed, M failed".
 set -u
@@ -90,6 +91,9 @@ RD() { # SQL as the quickstart's audit reader: unaligned values
     "$(cat "$QS/run/pg_bin")/psql" -X -q -tA -v ON_ERROR_STOP=1 -d "$(cat "$QS/db/reader.conn")" -c "$1"
 }
 sha() { sha256sum "$QS/adapters/$1-lora.gguf" | cut -d' ' -f1; }
+# gone: no such process, or a zombie nobody reaped (it runs nothing; where
+# PID 1 does not reap, a stopped server's pid stays a zombie)
+gone() { ! kill -0 "$1" 2>/dev/null || [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" = Z ]; }
 
 # ---- the first run --------------------------------------------------------
 check "make quickstart's script exits 0" run_quickstart "first run"
@@ -143,9 +147,11 @@ check "PostgreSQL listens on loopback only" \
 # ---- a second run while everything runs -------------------------------------
 GW1=$(cat "$QS/run/gateway.pid")
 check "a second run while running exits 0" run_quickstart "second run"
-check "it restarted the gateway (new pid, the old one gone) and reused the cluster and key" \
-    sh -c "[ \"\$(cat '$QS/run/gateway.pid')\" != '$GW1' ] && ! kill -0 '$GW1' 2>/dev/null &&
-           grep -q 'reusing the cluster' '$OUT' && grep -q 'reusing the key' '$OUT' && [ \"\$(cat '$QS/api-key')\" = '$KEY' ]"
+restarted() {
+    [ "$(cat "$QS/run/gateway.pid")" != "$GW1" ] && gone "$GW1" && grep -q 'reusing the cluster' "$OUT" &&
+        grep -q 'reusing the key' "$OUT" && [ "$(cat "$QS/api-key")" = "$KEY" ]
+}
+check "it restarted the gateway (new pid, the old one gone) and reused the cluster and key" restarted
 check "8 records now, one chain; verify checks the first gateway's closing checkpoint" \
     sh -c "[ '$(RD "SELECT count(*) FROM audit_events")' = 8 ] &&
            grep -q 'verified 8 records in 1 chains against [1-9][0-9]* checkpoints: 0 problems' '$OUT'"
@@ -155,8 +161,6 @@ GW2=$(cat "$QS/run/gateway.pid")
 PGPID=$(head -n 1 "$QS/pg/data/postmaster.pid" 2>/dev/null)
 check "quickstart-stop exits 0" sh -c "sh deploy/quickstart-stop.sh >'$OUT' 2>&1"
 sed 's/^/     /' "$OUT"
-# gone: no such process, or a zombie that nobody reaped (it runs nothing)
-gone() { ! kill -0 "$1" 2>/dev/null || [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" = Z ]; }
 gw_gone() { gone "$GW2" && [ ! -e "$QS/run/gateway.pid" ]; }
 pg_gone() { [ -n "$PGPID" ] && gone "$PGPID" && ! pgrep -f -- "$QS/" >/dev/null; }
 check "no gateway left (pid $GW2), no pid file" gw_gone
@@ -164,6 +168,25 @@ check "no PostgreSQL left (postmaster $PGPID), no process of the quickstart's fo
 check "the closing checkpoint is in the checkpoint file" test -s "$QS/spool/quickstart.ckpt"
 check "a second quickstart-stop is harmless" sh -c "sh deploy/quickstart-stop.sh >/dev/null 2>&1"
 check "quickstart-clean removes the folder" sh -c "sh deploy/quickstart-stop.sh --clean >/dev/null 2>&1 && [ ! -e '$QS' ]"
+
+# ---- MODEL=path.gguf: another family, untrained adapters shaped from its header ----
+OWN="$FIX/deepseek2-lite-tiny-q8_0.gguf"
+if [ -f "$OWN" ]; then
+    QS=$(mktemp -d /tmp/moegate-qs.XXXXXX)
+    chmod 755 "$QS"
+    export QUICKSTART_DIR="$QS"
+    own_run() { MODEL="$OWN" sh deploy/quickstart.sh >"$OUT" 2>&1 || { cat "$OUT"; return 1; }; }
+    check "make quickstart MODEL=$(basename "$OWN") exits 0" own_run
+    codes=$(awk '{printf "%s%s", (NR > 1 ? " " : ""), $2}' "$QS/requests/ids" 2>/dev/null)
+    check "its four requests are answered 200, auto routed to finance" \
+        test "$codes $(field auto 'd["route"]["domain"]')" = "200 200 200 200 finance"
+    check "its records name the model's SHA-256 and the untrained adapters' (B = 0)" \
+        test "$(RD "SELECT DISTINCT model_sha256 FROM audit_events") $(RD "SELECT string_agg(DISTINCT adapter_sha256, ' ' ORDER BY adapter_sha256) FROM audit_events") $(grep -c 'untrained: B = 0' "$OUT")" = \
+        "$(sha256sum "$OWN" | cut -d' ' -f1) $(for d in finance medical telecom; do sha $d; done | sort | tr '\n' ' ' | sed 's/ $//') 3"
+    # (a function: a `sh -c` naming the folder would find itself with pgrep)
+    cleaned() { sh deploy/quickstart-stop.sh --clean >/dev/null 2>&1 && [ ! -e "$QS" ] && ! pgrep -f -- "$QS/" >/dev/null; }
+    check "quickstart-clean stops it and removes the folder" cleaned
+fi
 
 echo "quickstart: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
