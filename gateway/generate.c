@@ -695,7 +695,13 @@ static bool add_system_prompt(gw_req *r)
     if (!sp || !*sp)
         return true;
     gateway_request *q = &r->preq;
-    if (q->n_messages && q->messages[0].role && !strcmp(q->messages[0].role, "system")) {
+    /* a template with no system role (the original Mixtral one): the
+     * prompt opens the first user turn, as Mistral's later templates put
+     * a system message there */
+    bool fold = policy_template(r->g, policy_get_config(r->pol)->model.chat_template) ==
+                CHAT_MISTRAL_LEGACY;
+    if (q->n_messages && q->messages[0].role &&
+        !strcmp(q->messages[0].role, fold ? "user" : "system")) {
         const char *own = q->messages[0].content ? q->messages[0].content : "";
         size_t n = strlen(sp) + 2 + strlen(own) + 1;
         char *c = malloc(n);

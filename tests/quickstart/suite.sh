@@ -15,7 +15,7 @@
 #   with the first gateway's closing checkpoint now verified
 #   quickstart-stop leaves no gateway and no PostgreSQL; a second stop is
 #   harmless; quickstart-clean removes the folder
-#   MODEL=path.gguf (DeepSeek-V2-Lite's shape) works with untrained adapters
+#   MODEL=path.gguf (Mixtral's shape and its template without a system role) works with untrained adapters
 # Run by tests/run.sh with BUILD, PYTHON, FIXTURES and QUICK set; skipped in
 # the sanitizer run (QUICK=--quick). Prints "quickstart: N passed, M failed".
 set -u
@@ -170,7 +170,7 @@ check "a second quickstart-stop is harmless" sh -c "sh deploy/quickstart-stop.sh
 check "quickstart-clean removes the folder" sh -c "sh deploy/quickstart-stop.sh --clean >/dev/null 2>&1 && [ ! -e '$QS' ]"
 
 # ---- MODEL=path.gguf: another family, untrained adapters shaped from its header ----
-OWN="$FIX/deepseek2-lite-tiny-q8_0.gguf"
+OWN="$FIX/mixtral-tiny-q8_0.gguf" # no system role: the packs' prompts open the first user turn
 if [ -f "$OWN" ]; then
     QS=$(mktemp -d /tmp/moegate-qs.XXXXXX)
     chmod 755 "$QS"
