@@ -61,7 +61,8 @@ printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >"$T/san.ext"
 openssl x509 -req -in "$T/server.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial -out "$T/server.crt" \
     -days 2 -extfile "$T/san.ext" 2>/dev/null
 chmod 600 "$T/server.key"
-mkdir -p "$T/spool" "$T/pack"
+mkdir -p "$T/spool"
+sh "$ROOT/tests/domains/mkpack.sh" "$T/pack" # a minimal pack: the rows measure the gateway, not a pack
 KEY=mg_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 HASH=$(printf %s "$KEY" | "$MG" policy hash-key 2>/dev/null)
 BASE=$(basename "$MODEL" .gguf)
