@@ -162,7 +162,7 @@ static int cmd_route(int argc, char **argv)
         domain_router_classify(r, text, strlen(text), &rt);
         json_t *j = json_pack("{s:s?, s:s?, s:f}", "domain", route_name(s, rt.domain), "best",
                               route_name(s, rt.best), "score", floor(rt.score * 1e4 + 0.5) / 1e4);
-        char *js = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        char *js = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(4)) : NULL;
         printf("%s\n", js ? js : "{}");
         free(js);
         json_decref(j);
