@@ -4,6 +4,12 @@
  *   pnode      the YAML document as a tree with positions (policy_yaml.c)
  *   pdiags     collected diagnostics (policy_yaml.c)
  *   redactor   compiled detectors of one snapshot (redact.c)
+ *
+ * One outside user, by design: domains/domain.c reads domain.yaml with the
+ * same arena, YAML tree and diagnostics, so a pack is parsed and reported
+ * (FILE:LINE:COL, the same rules on tags, anchors and duplicates) exactly
+ * like the policy. A change here must keep domains/ building and its tests
+ * passing.
  */
 #ifndef MOEGATE_POLICIES_INTERNAL_H
 #define MOEGATE_POLICIES_INTERNAL_H
