@@ -839,8 +839,21 @@ enum MHD_Result gw_generate_start(gw_req *r)
         const char *t = request_text(r);
         r->lang = domain_detect_lang(t, strlen(t));
         if (r->pack && r->pack->pack &&
-            (r->blocked = domain_blocked_topic(r->pack->pack, t, strlen(t))))
+            (r->blocked = domain_blocked_topic(r->pack->pack, t, strlen(t)))) {
+            /* a refusal costs no tokens but counts as a request */
+            policy_admission adm;
+            int arc = policy_limiter_admit(g->lim, r->tenant, r->key, 0, policy_now_ns(), &adm);
+            if (arc || !adm.admitted) {
+                r->blocked = NULL;
+                r->retry_after = arc ? 1 : adm.retry_after_s;
+                gw_req_error(r, 429, "rate_limit_exceeded", NULL,
+                             "rate limit reached (%s); retry after %.0f s",
+                             arc ? "limiter" : adm.limit, ceil(r->retry_after));
+                return refuse(r);
+            }
+            r->admitted = true;
             return answer_refusal(r);
+        }
     }
     if (!redact_input(r) || !add_system_prompt(r))
         return refuse(r);

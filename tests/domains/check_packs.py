@@ -19,7 +19,7 @@ import time
 import yaml
 
 ap = argparse.ArgumentParser()
-for a in ("url", "ca", "key", "clinic-key", "admin-key", "base", "packs", "policy", "pid", "db", "sha1", "sha2",
+for a in ("url", "ca", "key", "clinic-key", "admin-key", "limited-key", "base", "packs", "policy", "pid", "db", "sha1", "sha2",
           "curl-code", "curl-body", "curl-headers"):
     ap.add_argument("--" + a, required=True)
 A = ap.parse_args()
@@ -220,6 +220,11 @@ for dom in ("finance", "medical"):
             check(tag + ": audit records the topic and the refusal",
                   rec["sampling"].get("blocked_topic") == topic["name"] and rec["completion"] == want and
                   rec["status"] == "200", rec["sampling"])
+# refusals count against the request rate like any request
+kw0 = packs["finance"]["guardrails"]["blocked_topics"][0]["keywords"]["en"][0]
+codes = [chat(A.limited_key, "finance", "About the " + kw0 + "?", max_tokens=5)[0] for _ in range(3)]
+check("finance: blocked-topic refusals count against requests_per_minute (2): 200, 200, 429",
+      codes == [200, 200, 429], codes)
 # streamed refusal
 kw = packs["finance"]["guardrails"]["blocked_topics"][0]["keywords"]["en"][0]
 st, hdr, text = chat(A.key, "finance", "Any " + kw + " on this stock?", stream=True,

@@ -60,6 +60,7 @@ cd - >/dev/null || exit 1
 KEY=mg_bank_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 CKEY=mg_clinic_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 AKEY=mg_admin_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+LKEY=mg_limited_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 hash() { printf %s "$1" | "$MG" policy hash-key 2>/dev/null; }
 S1=$(sha256sum "$A1" | cut -d' ' -f1)
 S2=$(sha256sum "$A2" | cut -d' ' -f1)
@@ -107,6 +108,10 @@ tenants:
     api_keys: [{id: ward, hash: "$(hash "$CKEY")"}]
     domains: [medical]
     audit_payload: clear
+  - id: limited
+    api_keys: [{id: one, hash: "$(hash "$LKEY")"}]
+    domains: [finance]
+    rate_limit: {requests_per_minute: 2}
   - id: ops
     api_keys: [{id: root, hash: "$(hash "$AKEY")"}]
     roles: [admin]
@@ -139,7 +144,7 @@ code=$(curl -s --cacert "$T/ca.crt" -o "$T/curl.json" -D "$T/curl.hdr" -w '%{htt
     "$URL/v1/chat/completions")
 
 "$PYTHON" "$HERE/check_packs.py" --url "$URL" --ca "$T/ca.crt" --key "$KEY" --clinic-key "$CKEY" \
-    --admin-key "$AKEY" --base "$BASE" --packs "$T/domains" --policy "$T/policy.yaml" --pid "$SPID" \
+    --admin-key "$AKEY" --limited-key "$LKEY" --base "$BASE" --packs "$T/domains" --policy "$T/policy.yaml" --pid "$SPID" \
     --db "$DB" --sha1 "$S1" --sha2 "$S2" --curl-code "$code" --curl-body "$T/curl.json" \
     --curl-headers "$T/curl.hdr"
 rc=$?
