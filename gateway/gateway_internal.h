@@ -81,6 +81,12 @@ void gw_metrics_request(gw_metrics *m, const char *endpoint, const char *tenant,
                         int status, int64_t prompt_tokens, int64_t completion_tokens,
                         double latency_s, double ttft_s);
 void gw_metrics_connection(gw_metrics *m, int delta);
+enum gw_event {
+    GW_EVENT_ROUTE =
+        0, /* a: the router's best domain or "none"; b: the domain that answered or "base" */
+    GW_EVENT_REFUSAL, /* a: domain; b: blocked topic */
+};
+void gw_metrics_event(gw_metrics *m, enum gw_event kind, const char *a, const char *b);
 typedef struct gw_gauges {
     const serve_stats *serve;
     const audit_stats *audit; /* NULL: no audit writer */

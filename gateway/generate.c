@@ -634,6 +634,9 @@ static bool route_auto(gw_req *r)
         return false;
     }
     r->routed = true;
+    gw_metrics_event(r->g->met, GW_EVENT_ROUTE,
+                     r->rt.best >= 0 ? domain_name_at(r, r->rt.best) : "none",
+                     r->rt.domain >= 0 ? domain_name_at(r, r->rt.domain) : "base");
     if (r->rt.domain >= 0) {
         use_domain(r, r->rt.domain, r->dom->dom[r->rt.domain].adapter);
         snprintf(r->model_name, sizeof r->model_name, "%s", r->domain);
@@ -852,6 +855,7 @@ enum MHD_Result gw_generate_start(gw_req *r)
                 return refuse(r);
             }
             r->admitted = true;
+            gw_metrics_event(g->met, GW_EVENT_REFUSAL, r->domain, r->blocked->name);
             return answer_refusal(r);
         }
     }

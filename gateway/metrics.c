@@ -8,6 +8,9 @@
  * up (more label combinations than MAX_SERIES) counts the rest under
  * tenant "_other", so memory stays bounded whatever clients send.
  *
+ * Domain events (how "auto" routed, which blocked topics were refused)
+ * are counted in a third table by (kind, two labels), bounded the same way.
+ *
  * Gauges that belong to other modules (engine queue and KV cache, audit
  * queue and spool) are read when /metrics is rendered.
  */
@@ -19,9 +22,10 @@
 #include "gateway/gateway_internal.h"
 
 #define MAX_SERIES 1024 /* power of two */
-#define LABEL_MAX 72
+#define LABEL_MAX  72
 
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                 0.5,   1,      2.5,   5,    10,    30,   60,  120};
 #define N_BUCKETS (sizeof buckets / sizeof buckets[0])
 
 typedef struct series {
@@ -37,6 +41,15 @@ typedef struct tokens {
     int64_t in, out;
 } tokens;
 
+typedef struct event {
+    bool used;
+    int kind; /* enum gw_event */
+    char a[LABEL_MAX], b[LABEL_MAX];
+    int64_t count;
+} event;
+
+#define MAX_EVENTS 256 /* power of two */
+
 typedef struct histo {
     atomic_llong b[N_BUCKETS + 1]; /* last: +Inf */
     atomic_llong count;
@@ -47,6 +60,7 @@ struct gw_metrics {
     pthread_mutex_t mu; /* guards req[] and tok[] */
     series req[MAX_SERIES];
     tokens tok[MAX_SERIES];
+    event ev[MAX_EVENTS];
     histo latency, ttft;
     atomic_llong connections, connections_total;
 };
@@ -93,15 +107,17 @@ static void observe(histo *h, double v)
         ;
 }
 
-void gw_metrics_request(gw_metrics *m, const char *endpoint, const char *tenant, const char *domain, int status,
-                        int64_t prompt_tokens, int64_t completion_tokens, double latency_s, double ttft_s)
+void gw_metrics_request(gw_metrics *m, const char *endpoint, const char *tenant, const char *domain,
+                        int status, int64_t prompt_tokens, int64_t completion_tokens,
+                        double latency_s, double ttft_s)
 {
     if (!m)
         return;
     endpoint = endpoint ? endpoint : "other";
     tenant = tenant ? tenant : "";
     domain = domain ? domain : "";
-    uint64_t h = fnv(fnv(fnv(0xcbf29ce484222325ull, endpoint), tenant), domain) ^ (uint64_t)status * 0x9e3779b97f4a7c15ull;
+    uint64_t h = fnv(fnv(fnv(0xcbf29ce484222325ull, endpoint), tenant), domain) ^
+                 (uint64_t)status * 0x9e3779b97f4a7c15ull;
     pthread_mutex_lock(&m->mu);
     for (int probe = 0; probe < 2; probe++) {
         size_t i = h & (MAX_SERIES - 1);
@@ -117,15 +133,16 @@ void gw_metrics_request(gw_metrics *m, const char *endpoint, const char *tenant,
                 copy_label(s->domain, sizeof s->domain, domain);
                 s->status = status;
             }
-            if (s->status == status && !strcmp(s->endpoint, endpoint) && !strcmp(s->tenant, tenant) &&
-                !strcmp(s->domain, domain)) {
+            if (s->status == status && !strcmp(s->endpoint, endpoint) &&
+                !strcmp(s->tenant, tenant) && !strcmp(s->domain, domain)) {
                 s->count++;
                 goto counted;
             }
         }
         tenant = "_other";
         domain = "";
-        h = fnv(fnv(fnv(0xcbf29ce484222325ull, endpoint), tenant), domain) ^ (uint64_t)status * 0x9e3779b97f4a7c15ull;
+        h = fnv(fnv(fnv(0xcbf29ce484222325ull, endpoint), tenant), domain) ^
+            (uint64_t)status * 0x9e3779b97f4a7c15ull;
     }
 counted:
     if (prompt_tokens || completion_tokens) {
@@ -146,10 +163,42 @@ counted:
         }
     }
     pthread_mutex_unlock(&m->mu);
-    if (latency_s >= 0 && (!strcmp(endpoint, "chat.completions") || !strcmp(endpoint, "completions")))
+    if (latency_s >= 0 &&
+        (!strcmp(endpoint, "chat.completions") || !strcmp(endpoint, "completions")))
         observe(&m->latency, latency_s);
     if (ttft_s >= 0)
         observe(&m->ttft, ttft_s);
+}
+
+void gw_metrics_event(gw_metrics *m, enum gw_event kind, const char *a, const char *b)
+{
+    if (!m)
+        return;
+    a = a ? a : "";
+    b = b ? b : "";
+    pthread_mutex_lock(&m->mu);
+    for (int probe = 0; probe < 2; probe++) {
+        uint64_t h = fnv(fnv(0x9e3779b97f4a7c15ull ^ (uint64_t)kind, a), b);
+        size_t i = h & (MAX_EVENTS - 1);
+        for (size_t n = 0; n < MAX_EVENTS; n++, i = (i + 1) & (MAX_EVENTS - 1)) {
+            event *e = &m->ev[i];
+            if (!e->used) {
+                if (n > MAX_EVENTS / 2 && probe == 0)
+                    break; /* nearly full: fold into _other */
+                e->used = true;
+                e->kind = kind;
+                copy_label(e->a, sizeof e->a, a);
+                copy_label(e->b, sizeof e->b, b);
+            }
+            if (e->kind == (int)kind && !strcmp(e->a, a) && !strcmp(e->b, b)) {
+                e->count++;
+                pthread_mutex_unlock(&m->mu);
+                return;
+            }
+        }
+        b = "_other";
+    }
+    pthread_mutex_unlock(&m->mu);
 }
 
 void gw_metrics_connection(gw_metrics *m, int delta)
@@ -203,7 +252,8 @@ static void counter(gw_buf *b, const char *name, const char *help, double v)
 
 void gw_metrics_render(gw_metrics *m, const gw_gauges *g, gw_buf *b)
 {
-    gw_buf_puts(b, "# HELP moegate_requests_total Finished HTTP requests by endpoint, tenant, domain and status.\n"
+    gw_buf_puts(b, "# HELP moegate_requests_total Finished HTTP requests by endpoint, tenant, "
+                   "domain and status.\n"
                    "# TYPE moegate_requests_total counter\n");
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < MAX_SERIES; i++) {
@@ -216,7 +266,8 @@ void gw_metrics_render(gw_metrics *m, const gw_gauges *g, gw_buf *b)
         label(b, "domain", s->domain, true);
         gw_buf_printf(b, ",status=\"%d\"} %lld\n", s->status, (long long)s->count);
     }
-    gw_buf_puts(b, "# HELP moegate_tokens_total Prompt (in) and completion (out) tokens by tenant and domain.\n"
+    gw_buf_puts(b, "# HELP moegate_tokens_total Prompt (in) and completion (out) tokens by tenant "
+                   "and domain.\n"
                    "# TYPE moegate_tokens_total counter\n");
     for (size_t i = 0; i < MAX_SERIES; i++) {
         tokens *t = &m->tok[i];
@@ -226,25 +277,57 @@ void gw_metrics_render(gw_metrics *m, const gw_gauges *g, gw_buf *b)
             gw_buf_puts(b, "moegate_tokens_total{");
             label(b, "tenant", t->tenant, false);
             label(b, "domain", t->domain, true);
-            gw_buf_printf(b, ",direction=\"%s\"} %lld\n", dir ? "out" : "in", (long long)(dir ? t->out : t->in));
+            gw_buf_printf(b, ",direction=\"%s\"} %lld\n", dir ? "out" : "in",
+                          (long long)(dir ? t->out : t->in));
+        }
+    }
+    static const struct {
+        const char *name, *help, *a, *b;
+    } ev_meta[] = {
+        [GW_EVENT_ROUTE] =
+            {"moegate_route_total",
+             "model auto: the router's most likely domain (none: out of domain) and what answered "
+             "(a domain, or base).",
+             "best", "answered"},
+        [GW_EVENT_REFUSAL] = {"moegate_refusals_total",
+                              "Requests answered with a domain pack's refusal, by topic.", "domain",
+                              "topic"},
+    };
+    for (int k = 0; k < (int)(sizeof ev_meta / sizeof ev_meta[0]); k++) {
+        gw_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", ev_meta[k].name, ev_meta[k].help,
+                      ev_meta[k].name);
+        for (size_t i = 0; i < MAX_EVENTS; i++) {
+            event *e = &m->ev[i];
+            if (!e->used || e->kind != k)
+                continue;
+            gw_buf_printf(b, "%s{", ev_meta[k].name);
+            label(b, ev_meta[k].a, e->a, false);
+            label(b, ev_meta[k].b, e->b, true);
+            gw_buf_printf(b, "} %lld\n", (long long)e->count);
         }
     }
     pthread_mutex_unlock(&m->mu);
-    render_histo(b, "moegate_request_duration_seconds", "Latency of completion requests, arrival to last byte queued.",
-                 &m->latency);
-    render_histo(b, "moegate_time_to_first_token_seconds", "Arrival to the first generated text.", &m->ttft);
-    gauge(b, "moegate_connections", "Open client connections.", (double)atomic_load(&m->connections));
-    counter(b, "moegate_connections_total", "Client connections accepted.", (double)atomic_load(&m->connections_total));
+    render_histo(b, "moegate_request_duration_seconds",
+                 "Latency of completion requests, arrival to last byte queued.", &m->latency);
+    render_histo(b, "moegate_time_to_first_token_seconds", "Arrival to the first generated text.",
+                 &m->ttft);
+    gauge(b, "moegate_connections", "Open client connections.",
+          (double)atomic_load(&m->connections));
+    counter(b, "moegate_connections_total", "Client connections accepted.",
+            (double)atomic_load(&m->connections_total));
     const serve_stats *s = g->serve;
     if (s) {
         gauge(b, "moegate_queue_depth", "Requests waiting for a sequence slot.", s->waiting);
         gauge(b, "moegate_running_sequences", "Sequences generating.", s->running);
         gauge(b, "moegate_slots_total", "Sequence slots.", s->slots_total);
-        counter(b, "moegate_engine_prompt_tokens_total", "Prompt tokens evaluated by the engine.", (double)s->prompt_tokens);
-        counter(b, "moegate_engine_generated_tokens_total", "Tokens generated by the engine.", (double)s->generated_tokens);
+        counter(b, "moegate_engine_prompt_tokens_total", "Prompt tokens evaluated by the engine.",
+                (double)s->prompt_tokens);
+        counter(b, "moegate_engine_generated_tokens_total", "Tokens generated by the engine.",
+                (double)s->generated_tokens);
         gauge(b, "moegate_kv_blocks_total", "KV cache blocks.", s->kv_blocks_total);
         gauge(b, "moegate_kv_blocks_used", "KV cache blocks held by sequences.", s->kv_blocks_used);
-        gauge(b, "moegate_kv_blocks_cached", "KV cache blocks kept for prefix reuse.", s->kv_blocks_cached);
+        gauge(b, "moegate_kv_blocks_cached", "KV cache blocks kept for prefix reuse.",
+              s->kv_blocks_cached);
         gauge(b, "moegate_kv_blocks_free", "Free KV cache blocks.", s->kv_blocks_free);
         gauge(b, "moegate_kv_bytes", "Bytes of the KV cache pool.", (double)s->kv_bytes);
         counter(b, "moegate_prefix_hit_tokens_total", "Prompt tokens found in the prefix cache.",
@@ -252,15 +335,22 @@ void gw_metrics_render(gw_metrics *m, const gw_gauges *g, gw_buf *b)
     }
     const audit_stats *a = g->audit;
     if (a) {
-        gauge(b, "moegate_audit_queue_depth", "Audit records queued for the writer.", (double)a->queue_depth);
+        gauge(b, "moegate_audit_queue_depth", "Audit records queued for the writer.",
+              (double)a->queue_depth);
         gauge(b, "moegate_audit_spool_bytes", "Bytes in the audit spool.", (double)a->spool_bytes);
-        gauge(b, "moegate_audit_spool_records", "Audit records waiting in the spool.", (double)a->spool_records);
-        counter(b, "moegate_audit_written_total", "Audit records committed to PostgreSQL.", (double)a->written);
-        counter(b, "moegate_audit_failed_total", "Failed audit transactions or spool writes.", (double)a->failed);
-        gauge(b, "moegate_audit_connected", "1 when the audit writer is connected to PostgreSQL.", a->connected);
+        gauge(b, "moegate_audit_spool_records", "Audit records waiting in the spool.",
+              (double)a->spool_records);
+        counter(b, "moegate_audit_written_total", "Audit records committed to PostgreSQL.",
+                (double)a->written);
+        counter(b, "moegate_audit_failed_total", "Failed audit transactions or spool writes.",
+                (double)a->failed);
+        gauge(b, "moegate_audit_connected", "1 when the audit writer is connected to PostgreSQL.",
+              a->connected);
     }
     gauge(b, "moegate_adapters_loaded", "LoRA adapters in the registry.", g->adapters);
-    gauge(b, "moegate_policy_generation", "Generation of the policy in force.", (double)g->policy_generation);
+    gauge(b, "moegate_policy_generation", "Generation of the policy in force.",
+          (double)g->policy_generation);
     counter(b, "moegate_policy_reloads_total", "Successful policy reloads.", (double)g->reloads_ok);
-    counter(b, "moegate_policy_reload_failures_total", "Refused policy reloads.", (double)g->reloads_failed);
+    counter(b, "moegate_policy_reload_failures_total", "Refused policy reloads.",
+            (double)g->reloads_failed);
 }

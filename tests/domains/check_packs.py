@@ -7,6 +7,7 @@ prompt files), never restated here, so a pack edit keeps the test honest.
 The audit table is read with psql: the records are what a regulator sees.
 """
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -198,6 +199,7 @@ check("finance: a detector only telecom lists (imei) does not apply to finance",
       rec is not None and "490154203237518" in rec["prompt"] and rec["redaction"] == [], rec and rec["redaction"])
 
 # ---- blocked topics: the pack's refusal, without the model ---------------------------------------
+refused = collections.Counter()
 for dom in ("finance", "medical"):
     for topic in packs[dom]["guardrails"]["blocked_topics"][:2]:
         for lang in ("en", "zh"):
@@ -207,6 +209,7 @@ for dom in ("finance", "medical"):
             q = ("Colleague asked: " if lang == "en" else "同事问：") + kws[0].upper() + (
                 " - can you help?" if lang == "en" else "，能帮忙吗？")
             st, hdr, d = chat(A.key, dom, q, max_tokens=50)
+            refused[(dom, topic["name"])] += st == 200
             tag = "%s: blocked topic %s (%s)" % (dom, topic["name"], lang)
             if st != 200:
                 check(tag, False, (st, d))
@@ -223,12 +226,14 @@ for dom in ("finance", "medical"):
 # refusals count against the request rate like any request
 kw0 = packs["finance"]["guardrails"]["blocked_topics"][0]["keywords"]["en"][0]
 codes = [chat(A.limited_key, "finance", "About the " + kw0 + "?", max_tokens=5)[0] for _ in range(3)]
+refused[("finance", packs["finance"]["guardrails"]["blocked_topics"][0]["name"])] += codes.count(200)
 check("finance: blocked-topic refusals count against requests_per_minute (2): 200, 200, 429",
       codes == [200, 200, 429], codes)
 # streamed refusal
 kw = packs["finance"]["guardrails"]["blocked_topics"][0]["keywords"]["en"][0]
 st, hdr, text = chat(A.key, "finance", "Any " + kw + " on this stock?", stream=True,
                      stream_options={"include_usage": True})
+refused[("finance", packs["finance"]["guardrails"]["blocked_topics"][0]["name"])] += st == 200
 ev = sse_events(text) if st == 200 else []
 got = "".join(e["choices"][0]["delta"].get("content", "") for e in ev if e.get("choices"))
 fin = [e["choices"][0]["finish_reason"] for e in ev if e.get("choices") and e["choices"][0]["finish_reason"]]
@@ -258,8 +263,10 @@ AUTO = [
     (None, "What is a good recipe for dumplings with pork and cabbage?"),
     (None, "周末去杭州西湖旅游有什么推荐的路线？"),
 ]
+routes = collections.Counter({("finance", "finance"): 1})  # the suite's curl request
 for want, q in AUTO:
     st, hdr, d = chat(A.key, "auto", q, max_tokens=3)
+    routes[(want or "none", want or "base")] += st == 200
     tag = "auto -> %s: %s" % (want or "base model", q[:40])
     if st != 200:
         check(tag, False, (st, d))
@@ -292,6 +299,26 @@ rec = record(hdr.get("x-request-id", "")) if st == 200 else None
 check("auto for a tenant without finance: the base model answers, the audit says why",
       st == 200 and d["route"]["domain"] is None and d["route"]["best"] == "finance" and d["model"] == A.base and
       rec["domain"] == "" and rec["sampling"]["route"]["tenant_denied"] is True, (st, d, rec and rec["sampling"]))
+routes[("finance", "base")] += st == 200
+
+
+def metric_values(name):
+    st, _, raw = request("GET", "/metrics", A.admin_key)
+    out = {}
+    for line in raw.decode().splitlines():
+        if line.startswith(name + "{"):
+            labels, v = line[len(name) + 1:].rsplit("} ", 1)
+            kv = tuple(x.split("=", 1)[1].strip('"') for x in labels.split(","))
+            out[kv] = int(float(v))
+    return out
+
+
+got_routes = metric_values("moegate_route_total")
+check("/metrics moegate_route_total counts every auto request by best domain and what answered",
+      got_routes == dict(routes), (got_routes, dict(routes)))
+got_ref = metric_values("moegate_refusals_total")
+check("/metrics moegate_refusals_total counts the refusals by domain and topic",
+      got_ref == {k: v for k, v in refused.items() if v}, (got_ref, dict(refused)))
 st, hdr, raw = request("GET", "/v1/models", A.key)
 ids = [m["id"] for m in json.loads(raw)["data"]]
 check("GET /v1/models lists auto and the tenant's domains", ids == [A.base, "auto", "finance", "medical", "telecom"],
