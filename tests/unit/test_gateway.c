@@ -184,6 +184,14 @@ static void test_metrics(void **state)
         snprintf(t, sizeof t, "t%d", i);
         gw_metrics_request(m, "models", t, "", 200, 0, 0, 0.001, -1);
     }
+    gw_metrics_event(m, GW_EVENT_ROUTE, "finance", "finance");
+    gw_metrics_event(m, GW_EVENT_ROUTE, "finance", "finance");
+    gw_metrics_event(m, GW_EVENT_ROUTE, "none", "base");
+    /* refusal topics beyond the event table: bounded, every one counted */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(t, sizeof t, "topic%d", i);
+        gw_metrics_event(m, GW_EVENT_REFUSAL, "finance", t);
+    }
     serve_stats s = {.waiting = 3, .kv_blocks_total = 10};
     gw_gauges g = {.serve = &s};
     gw_buf b = {0};
@@ -197,6 +205,19 @@ static void test_metrics(void **state)
     assert_non_null(strstr(b.p, "moegate_queue_depth 3\n"));
     assert_non_null(strstr(b.p, "tenant=\"_other\""));
     assert_null(strstr(b.p, "moegate_audit_queue_depth")); /* no audit writer */
+    assert_non_null(strstr(b.p, "moegate_route_total{best=\"finance\",answered=\"finance\"} 2\n"));
+    assert_non_null(strstr(b.p, "moegate_route_total{best=\"none\",answered=\"base\"} 1\n"));
+    long long refusals = 0;
+    int lines = 0;
+    for (const char *p = b.p; (p = strstr(p, "\nmoegate_refusals_total{")); p++) {
+        const char *v = strstr(p, "} ");
+        assert_non_null(v);
+        refusals += atoll(v + 2);
+        lines++;
+    }
+    assert_int_equal(refusals, 1000);
+    assert_true(lines <= 256);
+    assert_non_null(strstr(b.p, "moegate_refusals_total{domain=\"finance\",topic=\"_other\"}"));
     gw_buf_free(&b);
     gw_metrics_free(m);
 }
