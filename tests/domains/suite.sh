@@ -2,7 +2,8 @@
 # tests/domains/suite.sh — the shipped domain packs (domains/finance, medical,
 # telecom) applied by the gateway: `moegate serve` over real TLS with a tiny
 # fixture model and fixture LoRA adapters, a real PostgreSQL for the audit
-# log, requests from curl and Python (tests/domains/check_packs.py).
+# log, requests from curl, Python (tests/domains/check_packs.py) and the
+# official openai npm package (tests/domains/openai_domains.mjs).
 #
 # What is checked: system prompts (per language, shared through the prefix
 # cache), generation defaults and the token cap, the packs' redaction
@@ -159,6 +160,16 @@ else
     rc=1
 fi
 grep '^| ' "$T/eval.out"
+# the official openai npm client sees what moegate adds
+if command -v node >/dev/null 2>&1 && NODE_DIR=$(sh "$HERE/../gateway/setup_node.sh" 2>"$T/npm.log"); then
+    NODE_DIR="$NODE_DIR" GW_URL="$URL" GW_KEY="$KEY" NODE_EXTRA_CA_CERTS="$T/ca.crt" \
+        node "$HERE/openai_domains.mjs" >"$T/node.out" 2>&1 || rc=1
+    cat "$T/node.out"
+    grep -q '^ok ' "$T/node.out" || { echo "FAIL openai_domains.mjs ran"; rc=1; }
+else
+    echo "FAIL the openai npm package could not be installed ($(tail -n 2 "$T/npm.log" 2>/dev/null))"
+    rc=1
+fi
 kill "$SPID" 2>/dev/null
 wait "$SPID"
 src=$?
