@@ -284,6 +284,15 @@ for want, q in AUTO:
             "\u4e00" <= ch <= "\u9fff" for ch in q) else "en"])
     check(tag + " (score %.3f): response route, model, header, audit route and adapter" % r.get("score", -1), ok,
           (r, d.get("model"), hdr.get("x-moegate-route"), rec and rec["sampling"]))
+# /v1/completions: routed on the prompt; the pack applies but no system prompt (raw text)
+st, hdr, raw = request("POST", "/v1/completions", A.key, {"model": "auto", "prompt": AUTO[0][1], "max_tokens": 3})
+d = json.loads(raw)
+rec = record(hdr.get("x-request-id", "")) if st == 200 else None
+routes[("finance", "finance")] += st == 200
+check("completions with model auto: routed to finance, the disclaimer and label end the text, no system prompt",
+      st == 200 and d["route"]["domain"] == "finance" and d["model"] == "finance" and
+      d["choices"][0]["text"].endswith(packs["finance"]["guardrails"]["disclaimer"]["en"] + "\n\n" + LABEL["en"]) and
+      rec["prompt"] == AUTO[0][1] and rec["adapter"] == "finance-lora", (st, d, rec and rec["prompt"]))
 # the curl request the suite sent
 try:
     cd = json.load(open(A.curl_body))
