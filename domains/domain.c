@@ -321,11 +321,67 @@ static void lang_pair(pctx *c, const pnode *n, const char *what, bool files,
     }
 }
 
-static char *lower_ascii(arena *a, const char *s)
+static bool is_han(uint32_t cp)
 {
-    char *r = arena_strndup(a, s, strlen(s));
-    for (char *q = r; q && *q; q++)
-        *q = (char)tolower((unsigned char)*q);
+    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+           (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x20000 && cp <= 0x2FFFF);
+}
+
+/* The form blocked-topic keywords and request texts are compared in, so
+ * that trivial disguises do not slip past a keyword: full-width ASCII
+ * (Ｉｎｓｉｄｅｒ) becomes ASCII, ASCII letters lower case, every run of
+ * white space (ideographic and no-break spaces too) one space, and a space
+ * between two Han characters (内幕 消息) none; zero-width and soft-hyphen
+ * characters are dropped. Invalid UTF-8 bytes are dropped. Returns a
+ * malloc'd NUL-terminated string (*out_len its length), NULL when out of
+ * memory. */
+static char *fold_text(const char *text, size_t len, size_t *out_len)
+{
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    const uint8_t *u = (const uint8_t *)text;
+    size_t o = 0;
+    bool space = false; /* a space is pending */
+    uint32_t prev = 0;  /* the last code point written */
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        size_t n = unicode_utf8_decode(u + i, len - i, &cp);
+        if (n == 0)
+            n = 1;
+        bool bad = cp == 0xFFFD && !(n == 3 && u[i] == 0xEF);
+        i += n;
+        if (bad || cp == 0xAD || (cp >= 0x200B && cp <= 0x200F) || cp == 0x2060 || cp == 0xFEFF)
+            continue;
+        if (cp >= 0xFF01 && cp <= 0xFF5E)
+            cp -= 0xFEE0;
+        if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D) || cp == 0xA0 || cp == 0x3000 ||
+            (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F) {
+            space = o > 0;
+            continue;
+        }
+        if (cp < 0x80)
+            cp = (uint32_t)tolower((int)cp);
+        if (space && !(is_han(prev) && is_han(cp)))
+            out[o++] = ' ';
+        space = false;
+        char buf[4];
+        int k = unicode_utf8_encode(cp, buf);
+        memcpy(out + o, buf, (size_t)k);
+        o += (size_t)k;
+        prev = cp;
+    }
+    out[o] = 0;
+    *out_len = o;
+    return out;
+}
+
+static char *fold_keyword(arena *a, const char *s)
+{
+    size_t n;
+    char *f = fold_text(s, strlen(s), &n);
+    char *r = f ? arena_strndup(a, f, n) : NULL;
+    free(f);
     return r;
 }
 
@@ -370,8 +426,15 @@ static void topics(pctx *c, const pnode *n)
                 }
                 for (int k = 0; k < kw[l]->n; k++) {
                     const char *s = want_str(c, kw[l]->vals[k], wl);
-                    if (s && (list[t[i].n_keywords[l]] = lower_ascii(c->L->a, s)))
-                        t[i].n_keywords[l]++;
+                    if (!s)
+                        continue;
+                    char *f = fold_keyword(c->L->a, s);
+                    if (!f)
+                        c->L->oom = true;
+                    else if (!*f)
+                        E(c, kw[l]->vals[k], "%s: a keyword of only spaces matches nothing", wl);
+                    else
+                        list[t[i].n_keywords[l]++] = f;
                 }
                 t[i].keywords[l] = list;
                 total += kw[l]->n;
@@ -942,36 +1005,26 @@ domain_lang domain_detect_lang(const char *text, size_t len)
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         i += unicode_utf8_decode(u + i, len - i, &cp);
-        if ((cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
-            (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x20000 && cp <= 0x2FFFF))
+        if (is_han(cp))
             return DOMAIN_ZH;
     }
     return DOMAIN_EN;
 }
 
-static bool contains_ci(const char *h, size_t hl, const char *needle)
-{
-    size_t nl = strlen(needle);
-    if (nl == 0 || nl > hl)
-        return false;
-    for (size_t i = 0; i + nl <= hl; i++) {
-        size_t k = 0;
-        while (k < nl && tolower((unsigned char)h[i + k]) == (unsigned char)needle[k])
-            k++;
-        if (k == nl)
-            return true;
-    }
-    return false;
-}
-
 const domain_topic *domain_blocked_topic(const domain_pack *p, const char *text, size_t len)
 {
-    if (!p || !text)
+    if (!p || !text || !p->n_topics)
         return NULL;
-    for (int t = 0; t < p->n_topics; t++)
-        for (int l = 0; l < DOMAIN_N_LANGS; l++)
-            for (int k = 0; k < p->topics[t].n_keywords[l]; k++)
-                if (contains_ci(text, len, p->topics[t].keywords[l][k]))
-                    return &p->topics[t];
-    return NULL;
+    size_t n;
+    char *f = fold_text(text, len, &n);
+    if (!f)
+        return p->topics; /* out of memory: fail closed, refuse */
+    const domain_topic *hit = NULL;
+    for (int t = 0; t < p->n_topics && !hit; t++)
+        for (int l = 0; l < DOMAIN_N_LANGS && !hit; l++)
+            for (int k = 0; k < p->topics[t].n_keywords[l] && !hit; k++)
+                if (strstr(f, p->topics[t].keywords[l][k]))
+                    hit = &p->topics[t];
+    free(f);
+    return hit;
 }

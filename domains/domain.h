@@ -44,7 +44,7 @@ typedef enum domain_lang {
 
 typedef struct domain_topic {
     const char *name;
-    const char *const *keywords[DOMAIN_N_LANGS]; /* lower-cased as written */
+    const char *const *keywords[DOMAIN_N_LANGS]; /* folded (see domain_blocked_topic) */
     int n_keywords[DOMAIN_N_LANGS];
     const char *refusal[DOMAIN_N_LANGS];
 } domain_topic;
@@ -113,7 +113,11 @@ int domain_set_index(const domain_set *s, const char *name); /* -1 when absent *
 domain_lang domain_detect_lang(const char *text, size_t len);
 
 /* The first blocked topic of p whose keyword occurs in text (either
- * language; ASCII case-insensitive), or NULL. */
+ * language), or NULL. Keywords and text are compared folded, so trivial
+ * disguises do not hide a keyword: ASCII case, full-width ASCII, any run
+ * of white space (ideographic and no-break spaces too) as one space, no
+ * space between two Han characters, zero-width characters and soft
+ * hyphens dropped. Out of memory: the first topic (fail closed). */
 const domain_topic *domain_blocked_topic(const domain_pack *p, const char *text, size_t len);
 
 /* ---- the router --------------------------------------------------------------- */

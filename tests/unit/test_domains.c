@@ -213,6 +213,12 @@ static const struct {
      "acme/domain.yaml:8:17: error: guardrails.blocked_topics[0].keywords: at least one keyword "
      "is needed"},
     {"name: acme\ndescription: d\nsystem_prompt: {zh: zh.md, en: en.md}\n"
+     "guardrails:\n  max_tokens: 10\n  blocked_topics:\n    - name: x\n"
+     "      keywords: {en: [ok, \"\\u3000 \\t\"]}\n      refusal: {zh: a, en: b}\n"
+     "examples: [ex.txt]\neval: eval/p.jsonl\n",
+     "acme/domain.yaml:8:27: error: guardrails.blocked_topics[0].keywords.en: a keyword of only "
+     "spaces matches nothing"},
+    {"name: acme\ndescription: d\nsystem_prompt: {zh: zh.md, en: en.md}\n"
      "guardrails:\n  max_tokens: 10\n  blocked_topics:\n    - name: x\n      keywords: {en: [a]}\n"
      "examples: [ex.txt]\neval: eval/p.jsonl\n",
      "acme/domain.yaml:7:7: error: guardrails.blocked_topics[0]: name, keywords and refusal are "
@@ -289,6 +295,46 @@ static void test_folder_name(void **state)
     put("acme/domain.yaml", "name: acme\ndescription: d\n" OK_TAIL);
     assert_int_equal(domain_set_load(&s, tmp, NULL, err, sizeof err), 0);
     assert_int_equal(domain_set_count(s), 1);
+    domain_set_free(s);
+}
+
+/* Blocked-topic keywords are matched in a folded form: case, full-width
+ * letters, runs of any white space, spaces between Han characters and
+ * zero-width characters do not hide a keyword; other text does not match. */
+static void test_blocked_topic_folding(void **state)
+{
+    (void)state;
+    domain_set *s = NULL;
+    char err[1024] = "";
+    const char *dirs[] = {"domains/finance"};
+    assert_int_equal(domain_set_load_packs(&s, dirs, 1, NULL, err, sizeof err), 0);
+    const domain_pack *p = domain_set_get(s, 0);
+    static const char *const hit[] = {
+        "Any INSIDER TIP on this?",
+        "any \xef\xbd\x89\xef\xbd\x8e\xef\xbd\x93\xef\xbd\x89\xef\xbd\x84\xef\xbd\x85\xef\xbd\x92"
+        "\xe3\x80\x80\xef\xbd\x94\xef\xbd\x89\xef\xbd\x90?", /* full-width, ideographic space */
+        "insider \t\n  tip",                                 /* a run of white space */
+        "insider\xc2\xa0tip",                                /* no-break space */
+        "ins\xe2\x80\x8bider tip",                           /* zero-width space */
+        "\xe5\x86\x85\xe5\xb9\x95 \xe6\xb6\x88\xe6\x81\xaf", /* 内幕 消息 */
+        "\xe5\x86\x85\xe5\xb9\x95\xe3\x80\x80\xe6\xb6\x88\xe6\x81\xaf", /* 内幕　消息 */
+        "\xe5\x86\x85\xc2\xad\xe5\xb9\x95\xe6\xb6\x88\xe6\x81\xaf",     /* soft hyphen inside */
+    };
+    for (size_t i = 0; i < sizeof hit / sizeof hit[0]; i++) {
+        const domain_topic *t = domain_blocked_topic(p, hit[i], strlen(hit[i]));
+        if (!t)
+            fprintf(stderr, "not blocked: %s\n", hit[i]);
+        assert_non_null(t);
+        assert_string_equal(t->name, "insider_information");
+    }
+    static const char *const miss[] = {
+        "inside the tip jar",
+        "insidertip",               /* a space removed between Latin words is another text */
+        "\xe5\x86\x85\xe5\xb9\x95", /* 内幕 alone */
+        "\xff\xfe broken bytes",
+    };
+    for (size_t i = 0; i < sizeof miss / sizeof miss[0]; i++)
+        assert_null(domain_blocked_topic(p, miss[i], strlen(miss[i])));
     domain_set_free(s);
 }
 
@@ -408,6 +454,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_broken_packs, setup_tree, teardown_tree),
         cmocka_unit_test_setup_teardown(test_folder_name, setup_tree, teardown_tree),
         cmocka_unit_test(test_load_packs),
+        cmocka_unit_test(test_blocked_topic_folding),
         cmocka_unit_test(test_router_heldout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
