@@ -117,11 +117,12 @@ int gw_domains_build(gw_domains **out, const policy *p, const domain_load_opts *
             lo && lo->on_diag) {
             /* defined but not used: most likely a forgotten domains[].adapter */
             char msg[512];
-            snprintf(msg, sizeof msg,
-                     "domains: domain '%s' has no adapter, so the base model answers it, though its "
-                     "pack was made for adapter '%s', which the policy defines (set "
-                     "domains[].adapter: %s to use it)",
-                     pd->name, x->pack->adapter, x->pack->adapter);
+            snprintf(
+                msg, sizeof msg,
+                "domains: domain '%s' has no adapter, so the base model answers it, though its "
+                "pack was made for adapter '%s', which the policy defines (set "
+                "domains[].adapter: %s to use it)",
+                pd->name, x->pack->adapter, x->pack->adapter);
             policy_diag w = {POLICY_WARNING, c->path, 0, 0, msg};
             lo->on_diag(lo->ud, &w);
         }
@@ -143,6 +144,33 @@ done:
     }
     *out = d;
     return 0;
+}
+
+void gw_domains_log(gateway *g, const gw_domains *d)
+{
+    const policy_config *c = policy_get_config(d->pol);
+    for (int i = 0; i < d->n; i++) {
+        const gw_domain *x = &d->dom[i];
+        gw_log_event(g->log, POLICY_LOG_INFO, NULL,
+                     "domain '%s': pack '%s' (%d blocked topics, %d extra redaction detectors%s), "
+                     "adapter %s",
+                     c->domains[i].name, x->pack ? x->pack->name : "-",
+                     x->pack ? x->pack->n_topics : 0, x->pack ? x->pack->n_redaction : 0,
+                     x->pack && x->pack->disclaimer[0] ? ", a disclaimer" : "",
+                     x->adapter ? x->adapter->name : "none (base weights)");
+    }
+    if (d->router)
+        gw_log_event(g->log, POLICY_LOG_INFO, NULL,
+                     "model auto: router trained on %d packs%s, threshold %.2f",
+                     domain_set_count(d->set),
+                     c->router.ood_examples ? " and the out-of-domain examples"
+                                            : " (no out-of-domain examples)",
+                     c->router.threshold > 0 ? c->router.threshold : DOMAIN_ROUTER_THRESHOLD);
+    if (c->content_labels.enabled)
+        gw_log_event(g->log, POLICY_LOG_INFO, NULL,
+                     "content labels on: explicit text at the %s, provider '%s'",
+                     c->content_labels.explicit_at_start ? "start" : "end",
+                     c->content_labels.provider);
 }
 
 int gateway_check_domains(const policy *p, const domain_load_opts *opts, char *err, size_t errlen)

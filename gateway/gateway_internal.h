@@ -127,9 +127,10 @@ typedef struct gw_routed {
 int gw_domains_build(gw_domains **out, const policy *p, const domain_load_opts *lo, char *err,
                      size_t errlen);
 void gw_domains_diag_to_log(void *ud, const policy_diag *d); /* ud: the gateway */
-gw_domains *gw_domains_acquire(gateway *g);      /* the set in force, with a reference */
-void gw_domains_release(gw_domains *d);          /* accepts NULL */
-void gw_domains_swap(gateway *g, gw_domains *d); /* puts d in force (takes its reference) */
+void gw_domains_log(gateway *g, const gw_domains *d); /* what is in force, one line per domain */
+gw_domains *gw_domains_acquire(gateway *g);           /* the set in force, with a reference */
+void gw_domains_release(gw_domains *d);               /* accepts NULL */
+void gw_domains_swap(gateway *g, gw_domains *d);      /* puts d in force (takes its reference) */
 int gw_domains_index(const gw_domains *d, const char *name); /* policy domain index or -1 */
 /* Routes text for tenant t ("auto"). */
 int gw_domains_route(const gw_domains *d, const policy_tenant *t, const char *text, size_t len,

@@ -1071,6 +1071,7 @@ int gateway_open(gateway **out, const gateway_opts *opts, char *err, size_t errl
                  "listening on %s port %d (%s%s), model '%s', %d HTTP threads", sv->host, g->port,
                  g->tls ? "TLS" : "plain HTTP", g->client_ca ? ", client certificates" : "",
                  g->model_id, n_threads);
+    gw_domains_log(g, g->dom);
     policy_release(p);
     *out = g;
     return 0;
@@ -1112,6 +1113,7 @@ int gw_reload(gateway *g, char *err, size_t errlen)
                      err);
         return rc;
     }
+    gw_domains_log(g, d);
     gw_domains_swap(g, d);
     atomic_fetch_add(&g->reloads_ok, 1);
     char aerr[512] = "";

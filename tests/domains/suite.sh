@@ -179,6 +179,17 @@ if [ $src -ne 0 ]; then
     tail -20 "$T/serve.err"
     rc=1
 fi
+for want in "domain 'finance': pack 'finance' (3 blocked topics, 5 extra redaction detectors, a disclaimer), adapter finance-lora" \
+    "domain 'telecom': pack 'telecom' (2 blocked topics, 7 extra redaction detectors), adapter telecom-lora" \
+    "model auto: router trained on 3 packs and the out-of-domain examples, threshold 0.60" \
+    "content labels on: explicit text at the end"; do
+    if grep -qF "$want" "$T/gw.log"; then
+        echo "ok   the log says what is in force: $want"
+    else
+        echo "FAIL the log lacks: $want"
+        rc=1
+    fi
+done
 if grep -q "AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/serve.err" 2>/dev/null; then
     echo "FAIL the server's sanitizer report:"
     grep -A20 "AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/serve.err" | head -60
