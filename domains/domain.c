@@ -811,6 +811,26 @@ static int name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A folder's last name, trailing slashes aside. */
+static const char *folder_base(arena *a, const char *dir)
+{
+    size_t nl = strlen(dir);
+    while (nl > 1 && dir[nl - 1] == '/')
+        nl--;
+    const char *e = dir + nl, *b = e;
+    while (b > dir && b[-1] != '/')
+        b--;
+    return arena_strndup(a, b, (size_t)(e - b));
+}
+
+static int load_oom(domain_set *s, loader *L, char *err, size_t errlen)
+{
+    loader_free(L);
+    domain_set_free(s);
+    mg_err_set(err, errlen, "domains: out of memory");
+    return MG_ENOMEM;
+}
+
 int domain_set_load(domain_set **out, const char *dir, const domain_load_opts *opts, char *err,
                     size_t errlen)
 {
@@ -829,15 +849,8 @@ int domain_set_load(domain_set **out, const char *dir, const domain_load_opts *o
     snprintf(probe, sizeof probe, "%s/domain.yaml", dir);
     struct stat st;
     if (stat(probe, &st) == 0) { /* a pack folder itself */
-        /* the folder's name: the last component, trailing slashes aside */
-        char nm[4096];
-        snprintf(nm, sizeof nm, "%s", dir);
-        size_t nl = strlen(nm);
-        while (nl > 1 && nm[nl - 1] == '/')
-            nm[--nl] = 0;
-        const char *base = strrchr(nm, '/');
-        base = base ? base + 1 : nm;
-        if (load_dir_pack(s, &L, dir, base) != 0)
+        const char *base = folder_base(&s->a, dir);
+        if (!base || load_dir_pack(s, &L, dir, base) != 0)
             goto oom;
         return finish(s, &L, opts, out, err, errlen);
     }
@@ -887,27 +900,16 @@ int domain_set_load(domain_set **out, const char *dir, const domain_load_opts *o
     }
     return finish(s, &L, opts, out, err, errlen);
 oom:
-    loader_free(&L);
-    domain_set_free(s);
-    mg_err_set(err, errlen, "domains: out of memory");
-    return MG_ENOMEM;
-}
-
-static const char *folder_base(arena *a, const char *dir)
-{
-    size_t nl = strlen(dir);
-    while (nl > 1 && dir[nl - 1] == '/')
-        nl--;
-    const char *e = dir + nl, *b = e;
-    while (b > dir && b[-1] != '/')
-        b--;
-    return arena_strndup(a, b, (size_t)(e - b));
+    return load_oom(s, &L, err, errlen);
 }
 
 int domain_set_load_packs(domain_set **out, const char *const *dirs, int n,
                           const domain_load_opts *opts, char *err, size_t errlen)
 {
-    if (!out || (n && !dirs) || n < 0) {
+    bool null_dir = false;
+    for (int i = 0; dirs && i < n; i++)
+        null_dir = null_dir || !dirs[i];
+    if (!out || (n && !dirs) || n < 0 || null_dir) {
         mg_err_set(err, errlen, "domains: bad arguments");
         return MG_EINVAL;
     }
@@ -927,16 +929,13 @@ int domain_set_load_packs(domain_set **out, const char *const *dirs, int n,
     if (!s->packs)
         goto oom;
     for (int i = 0; i < n; i++) {
-        const char *base = dirs[i] ? folder_base(&s->a, dirs[i]) : NULL;
-        if (!dirs[i] || !base || load_dir_pack(s, &L, dirs[i], base) != 0)
+        const char *base = folder_base(&s->a, dirs[i]);
+        if (!base || load_dir_pack(s, &L, dirs[i], base) != 0)
             goto oom;
     }
     return finish(s, &L, opts, out, err, errlen);
 oom:
-    loader_free(&L);
-    domain_set_free(s);
-    mg_err_set(err, errlen, "domains: out of memory");
-    return MG_ENOMEM;
+    return load_oom(s, &L, err, errlen);
 }
 
 int domain_set_load_memory(domain_set **out, const char *name, const char *yaml, size_t len,

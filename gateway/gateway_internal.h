@@ -315,6 +315,10 @@ void gw_req_audit(gw_req *r);
 /* Registers the request as in the engine (watcher, close). */
 void gw_req_track(gw_req *r);
 void gw_req_untrack(gw_req *r);
+/* Hands the request to the audit thread and answers once its record is
+ * durable (or at once when not audited): r->resp, or 503 when the record
+ * failed and audit.on_failure is reject. Every audited route ends here. */
+enum MHD_Result gw_req_finish_audited(gw_req *r);
 /* Queues r->resp (or the error) as the response, with the standard headers. */
 enum MHD_Result gw_req_respond(gw_req *r);
 

@@ -116,6 +116,21 @@ static const char *domain_name_at(const gw_req *r, int i)
     return i >= 0 ? policy_get_config(r->pol)->domains[i].name : NULL;
 }
 
+/* ,"route":{domain, best, score[, above_threshold, tenant_denied]} of model "auto";
+ * the audit record gets the two flags as well. */
+static void put_route(const gw_req *r, gw_buf *b, bool for_audit)
+{
+    gw_buf_puts(b, ",\"route\":{\"domain\":");
+    gw_buf_jsonz(b, domain_name_at(r, r->rt.domain));
+    gw_buf_puts(b, ",\"best\":");
+    gw_buf_jsonz(b, domain_name_at(r, r->rt.best));
+    gw_buf_printf(b, ",\"score\":%.4f", r->rt.score);
+    if (for_audit)
+        gw_buf_printf(b, ",\"above_threshold\":%s,\"tenant_denied\":%s",
+                      r->rt.above ? "true" : "false", r->rt.denied ? "true" : "false");
+    gw_buf_puts(b, "}");
+}
+
 static void put_head(gw_req *r, gw_buf *b, bool chunk)
 {
     gw_buf_printf(b, "{\"id\":\"%s%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
@@ -124,13 +139,8 @@ static void put_head(gw_req *r, gw_buf *b, bool chunk)
                              : "text_completion",
                   created(r));
     gw_buf_jsonz(b, r->model_name);
-    if (r->routed) {
-        gw_buf_puts(b, ",\"route\":{\"domain\":");
-        gw_buf_jsonz(b, domain_name_at(r, r->rt.domain));
-        gw_buf_puts(b, ",\"best\":");
-        gw_buf_jsonz(b, domain_name_at(r, r->rt.best));
-        gw_buf_printf(b, ",\"score\":%.4f}", r->rt.score);
-    }
+    if (r->routed)
+        put_route(r, b, false);
     if (policy_get_config(r->pol)->content_labels.enabled) {
         gw_buf_puts(b, ",\"AIGC\":");
         put_aigc(r, b);
@@ -474,39 +484,42 @@ enum MHD_Result gw_generate_resume(gw_req *r)
         }
     }
     free(text);
-    r->state = GW_AUDITING;
-    gw_req_audit(r);
-    pthread_mutex_lock(&r->mu);
-    if (!r->audit_done) {
-        gw_req_suspend_locked(r);
-        pthread_mutex_unlock(&r->mu);
-        return MHD_YES;
-    }
-    pthread_mutex_unlock(&r->mu);
-    /* the audit was immediate (not audited): answer now */
-    bool failed = r->audit_failed;
-    if (failed && policy_get_config(r->pol)->audit.on_failure == POLICY_AUDIT_REJECT)
-        gw_req_error(r, 503, "audit_unavailable", NULL,
-                     "the request could not be recorded in the audit log");
-    return gw_req_respond(r);
+    return gw_req_finish_audited(r);
 }
 
 /* ---- the checks, in order ----------------------------------------------------------------------
  */
 
-/* Answers an error found before the engine: audited like every answer. */
+/* Charges the rate limiter for one request that may use `tokens` tokens;
+ * false: refused (error set: 400 when `tokens` exceeds a per-minute token
+ * limit, 429 with Retry-After otherwise). */
+static bool admit(gw_req *r, int64_t tokens)
+{
+    policy_admission adm;
+    int rc = policy_limiter_admit(r->g->lim, r->tenant, r->key, tokens, policy_now_ns(), &adm);
+    if (rc == MG_ERANGE) {
+        gw_req_error(r, 400, "tokens_exceed_limit", "max_tokens",
+                     "%lld prompt + max tokens exceed a tokens-per-minute limit; lower max_tokens",
+                     (long long)tokens);
+        return false;
+    }
+    if (rc || !adm.admitted) {
+        r->retry_after = rc ? 1 : adm.retry_after_s;
+        gw_req_error(r, 429, "rate_limit_exceeded", NULL,
+                     "rate limit reached (%s); retry after %.0f s", rc ? "limiter" : adm.limit,
+                     ceil(r->retry_after));
+        return false;
+    }
+    r->admitted = true;
+    r->reserved = tokens;
+    return true;
+}
+
+/* Answers what was decided before the engine (an error, a refusal):
+ * audited like every answer. */
 static enum MHD_Result refuse(gw_req *r)
 {
-    r->state = GW_AUDITING;
-    gw_req_audit(r);
-    pthread_mutex_lock(&r->mu);
-    if (!r->audit_done) {
-        gw_req_suspend_locked(r);
-        pthread_mutex_unlock(&r->mu);
-        return MHD_YES;
-    }
-    pthread_mutex_unlock(&r->mu);
-    return gw_req_respond(r);
+    return gw_req_finish_audited(r);
 }
 
 /* Input redaction over every message (or the prompt), in place. false: refused (error set). */
@@ -742,14 +755,8 @@ static void put_resolution(gw_req *r, gw_buf *b)
 {
     gw_buf_puts(b, "\"requested_model\":");
     gw_buf_jsonz(b, r->preq.model);
-    if (r->routed) {
-        gw_buf_puts(b, ",\"route\":{\"domain\":");
-        gw_buf_jsonz(b, domain_name_at(r, r->rt.domain));
-        gw_buf_puts(b, ",\"best\":");
-        gw_buf_jsonz(b, domain_name_at(r, r->rt.best));
-        gw_buf_printf(b, ",\"score\":%.4f,\"above_threshold\":%s,\"tenant_denied\":%s}",
-                      r->rt.score, r->rt.above ? "true" : "false", r->rt.denied ? "true" : "false");
-    }
+    if (r->routed)
+        put_route(r, b, true);
     if (r->pack && r->pack->pack) {
         gw_buf_puts(b, ",\"pack\":");
         gw_buf_jsonz(b, r->pack->pack->name);
@@ -844,17 +851,10 @@ enum MHD_Result gw_generate_start(gw_req *r)
         if (r->pack && r->pack->pack &&
             (r->blocked = domain_blocked_topic(r->pack->pack, t, strlen(t)))) {
             /* a refusal costs no tokens but counts as a request */
-            policy_admission adm;
-            int arc = policy_limiter_admit(g->lim, r->tenant, r->key, 0, policy_now_ns(), &adm);
-            if (arc || !adm.admitted) {
+            if (!admit(r, 0)) {
                 r->blocked = NULL;
-                r->retry_after = arc ? 1 : adm.retry_after_s;
-                gw_req_error(r, 429, "rate_limit_exceeded", NULL,
-                             "rate limit reached (%s); retry after %.0f s",
-                             arc ? "limiter" : adm.limit, ceil(r->retry_after));
                 return refuse(r);
             }
-            r->admitted = true;
             gw_metrics_event(g->met, GW_EVENT_REFUSAL, r->domain, r->blocked->name);
             return answer_refusal(r);
         }
@@ -900,26 +900,10 @@ enum MHD_Result gw_generate_start(gw_req *r)
     r->max_tokens = mt;
 
     /* rate limits: the prompt and the most this request may generate */
-    policy_admission adm;
-    int rc =
-        policy_limiter_admit(g->lim, r->tenant, r->key, r->n_prompt + mt, policy_now_ns(), &adm);
-    if (rc == MG_ERANGE) {
-        gw_req_error(r, 400, "tokens_exceed_limit", "max_tokens",
-                     "%lld prompt + max tokens exceed a tokens-per-minute limit; lower max_tokens",
-                     (long long)(r->n_prompt + mt));
+    if (!admit(r, r->n_prompt + mt)) {
         tokenizer_ids_free(&ids);
         return refuse(r);
     }
-    if (rc || !adm.admitted) {
-        r->retry_after = rc ? 1 : adm.retry_after_s;
-        gw_req_error(r, 429, "rate_limit_exceeded", NULL,
-                     "rate limit reached (%s); retry after %.0f s", rc ? "limiter" : adm.limit,
-                     ceil(r->retry_after));
-        tokenizer_ids_free(&ids);
-        return refuse(r);
-    }
-    r->admitted = true;
-    r->reserved = r->n_prompt + mt;
 
     /* sampling */
     serve_params sp = {0};
@@ -975,7 +959,7 @@ enum MHD_Result gw_generate_start(gw_req *r)
     r->in_engine = true;
     gw_req_track(r);
     uint64_t id = 0;
-    rc = serve_submit(g->o.serve, ids.ids, ids.n, &sp, on_text, r, &id, err, sizeof err);
+    int rc = serve_submit(g->o.serve, ids.ids, ids.n, &sp, on_text, r, &id, err, sizeof err);
     tokenizer_ids_free(&ids);
     model_lora_release(lora);
     if (rc) {

@@ -539,8 +539,7 @@ static enum MHD_Result respond_after_audit(gw_req *r)
     return gw_req_respond(r);
 }
 
-/* Routes that leave an audit record answer through here. */
-static enum MHD_Result finish_audited(gw_req *r)
+enum MHD_Result gw_req_finish_audited(gw_req *r)
 {
     r->state = GW_AUDITING;
     gw_req_audit(r);
@@ -627,7 +626,7 @@ static enum MHD_Result handle_body(gw_req *r)
                   : r->route == GW_R_ADAPTER_LOAD ? "admin.adapter_load"
                                                   : "admin.adapter_unload";
     gw_admin(r); /* sets the response (or error) without queuing it */
-    return finish_audited(r);
+    return gw_req_finish_audited(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
