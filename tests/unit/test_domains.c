@@ -360,6 +360,8 @@ static void test_load_packs(void **state)
     assert_non_null(strstr(err, "domains/_router/domain.yaml: cannot read"));
     assert_int_equal(domain_set_load_packs(&s, dirs, 0, NULL, err, sizeof err), MG_ENOTFOUND);
     assert_int_equal(domain_set_load_packs(&s, NULL, 1, NULL, err, sizeof err), MG_EINVAL);
+    const char *with_null[] = {"domains/finance", NULL};
+    assert_int_equal(domain_set_load_packs(&s, with_null, 2, NULL, err, sizeof err), MG_EINVAL);
 }
 
 /* ---- the router ------------------------------------------------------------------- */
