@@ -18,6 +18,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 MG=$(cd "$BUILD" && pwd)/moegate
 MODELS=$ROOT/build/benchmodels
 . "$ROOT/tests/audit/pg.sh"
+. "$ROOT/tests/gateway/env.sh"
 sh tests/fixtures/fetch_tokenizers.sh >/dev/null
 "$PYTHON" tests/fixtures/gen_models.py --bench --out "$MODELS" >&2
 MODEL=$MODELS/bench-qwen3moe-q4_K.gguf
@@ -26,20 +27,10 @@ SPID=
 trap 'if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi; pg_cleanup; rm -rf "$T"' EXIT INT TERM
 
 pg_start >/dev/null
-psql_q postgres "CREATE DATABASE dombench" >/dev/null
-DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=dombench"
-export DB
-"$MG" db migrate --db-env DB >/dev/null
+gw_audit_db dombench
 printf '%s\n' "$DB" >"$T/conn"
 chmod 600 "$T/conn"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/ca.key" -out "$T/ca.crt" \
-    -days 2 -subj "/CN=bench CA" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/server.key" -out "$T/server.csr" \
-    -subj "/CN=localhost" 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >"$T/san.ext"
-openssl x509 -req -in "$T/server.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial -out "$T/server.crt" \
-    -days 2 -extfile "$T/san.ext" 2>/dev/null
-chmod 600 "$T/server.key"
+gw_tls "$T" ec
 mkdir -p "$T/spool" "$T/adapters"
 "$PYTHON" tests/fixtures/gen_adapters.py --demo --model "$MODEL" --out "$T/adapters" >/dev/null
 KEY=mg_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -66,10 +57,6 @@ PORT=$(pg_free_port)
 } >"$T/policy.yaml"
 "$MG" serve --policy "$T/policy.yaml" >"$T/serve.out" 2>&1 &
 SPID=$!
-for i in $(seq 1 600); do
-    curl -s --cacert "$T/ca.crt" -o /dev/null "https://127.0.0.1:$PORT/health" 2>/dev/null && break
-    kill -0 "$SPID" 2>/dev/null || { cat "$T/serve.out"; exit 1; }
-    sleep 0.2
-done
+gw_wait "https://127.0.0.1:$PORT" "$T/ca.crt" "$SPID" || { cat "$T/serve.out"; exit 1; }
 "$PYTHON" "$HERE/domains_ttft.py" --url "https://127.0.0.1:$PORT" --ca "$T/ca.crt" --key-file "$T/key" \
     --base "$(basename "$MODEL" .gguf)" --reps "${BENCH_REPS:-5}"

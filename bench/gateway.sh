@@ -27,6 +27,7 @@ MG=$(cd "$BUILD" && pwd)/moegate
 DIRECT=$(cd "$BUILD" && pwd)/bench/bench_gateway
 MODEL=$ROOT/build/fixtures/qwen3moe-tiny-q8_0.gguf
 . "$ROOT/tests/audit/pg.sh"
+. "$ROOT/tests/gateway/env.sh"
 [ -x "$MG" ] && [ -x "$DIRECT" ] || { echo "gateway bench: build $MG and $DIRECT first (make bench)"; exit 1; }
 [ -f "$MODEL" ] || { echo "gateway bench: $MODEL missing (make fixtures)"; exit 1; }
 if ! command -v wrk >/dev/null 2>&1; then
@@ -47,20 +48,10 @@ stop_server() {
 trap 'stop_server; pg_cleanup; rm -rf "$T"' EXIT INT TERM
 
 pg_start >/dev/null
-psql_q postgres "CREATE DATABASE gwbench" >/dev/null
-DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=gwbench"
-export DB
-"$MG" db migrate --db-env DB >/dev/null
+gw_audit_db gwbench
 printf '%s\n' "$DB" >"$T/conn"
 chmod 600 "$T/conn"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/ca.key" -out "$T/ca.crt" \
-    -days 2 -subj "/CN=bench CA" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/server.key" -out "$T/server.csr" \
-    -subj "/CN=localhost" 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >"$T/san.ext"
-openssl x509 -req -in "$T/server.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial -out "$T/server.crt" \
-    -days 2 -extfile "$T/san.ext" 2>/dev/null
-chmod 600 "$T/server.key"
+gw_tls "$T" ec
 mkdir -p "$T/spool"
 sh "$ROOT/tests/domains/mkpack.sh" "$T/pack" # a minimal pack: the rows measure the gateway, not a pack
 KEY=mg_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -102,10 +93,7 @@ start() { # tls durability
     SCHEME=https
     [ "$1" = off ] && SCHEME=http
     URL="$SCHEME://127.0.0.1:$PORT"
-    for i in $(seq 1 300); do
-        curl -s --cacert "$T/ca.crt" -o /dev/null "$URL/health" 2>/dev/null && return 0
-        sleep 0.1
-    done
+    gw_wait "$URL" "$T/ca.crt" "$SPID" && return 0
     echo "gateway bench: server did not start"
     cat "$T/serve.out"
     exit 1

@@ -23,6 +23,7 @@ MG=$(cd "$BUILD" 2>/dev/null && pwd)/moegate
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/../audit/pg.sh"
+. "$HERE/../gateway/env.sh"
 
 T=$(mktemp -d /tmp/moegate-dom.XXXXXX)
 SPID=
@@ -42,21 +43,8 @@ A2="$FIX/adapters/qwen3moe-tiny-gguf-r16-attn-f16.gguf"
 [ -x "$MG" ] || { echo "domains-gateway: build $MG first"; exit 1; }
 [ -f "$MODEL" ] && [ -f "$A1" ] && [ -f "$A2" ] || { echo "domains-gateway: run make fixtures first"; exit 1; }
 pg_start || { echo "domains-gateway: cannot start PostgreSQL"; exit 1; }
-psql_q postgres "CREATE ROLE gw LOGIN" >/dev/null
-psql_q postgres "CREATE DATABASE domtest" >/dev/null
-DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=domtest"
-export DB
-"$MG" db migrate --db-env DB >"$T/migrate.log" 2>&1 || { cat "$T/migrate.log"; exit 1; }
-psql_q domtest "SET client_min_messages TO warning; GRANT moegate_gateway TO gw" >/dev/null
-
-cd "$T" || exit 1
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=moegate test CA" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >san.ext
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
-    -extfile san.ext 2>/dev/null
-chmod 600 server.key
-cd - >/dev/null || exit 1
+gw_audit_db domtest || { echo "domains-gateway: cannot make the audit database"; exit 1; }
+gw_tls "$T" || { echo "domains-gateway: cannot make the certificates"; exit 1; }
 
 KEY=mg_bank_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 CKEY=mg_clinic_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -130,13 +118,7 @@ EOF
 "$MG" serve --policy "$T/policy.yaml" >"$T/serve.log" 2>"$T/serve.err" &
 SPID=$!
 URL="https://127.0.0.1:$PORT"
-up=0
-for i in $(seq 1 300); do
-    if curl -s --cacert "$T/ca.crt" -o /dev/null "$URL/health" 2>/dev/null; then up=1; break; fi
-    kill -0 "$SPID" 2>/dev/null || break
-    sleep 0.2
-done
-[ $up = 1 ] || { echo "domains-gateway: server did not start"; cat "$T/serve.err" "$T/serve.log"; exit 1; }
+gw_wait "$URL" "$T/ca.crt" "$SPID" || { echo "domains-gateway: server did not start"; cat "$T/serve.err" "$T/serve.log"; exit 1; }
 
 # one request with curl, the real client an operator tries first
 code=$(curl -s --cacert "$T/ca.crt" -o "$T/curl.json" -D "$T/curl.hdr" -w '%{http_code}' \

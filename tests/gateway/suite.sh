@@ -24,6 +24,7 @@ FIX=${FIXTURES:-build/fixtures}
 MG=$(cd "$BUILD" 2>/dev/null && pwd)/moegate
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../audit/pg.sh"
+. "$HERE/env.sh"
 
 T=$(mktemp -d /tmp/moegate-gw.XXXXXX)
 SPID=
@@ -53,12 +54,7 @@ ADAPTER="$FIX/adapters/qwen3moe-tiny-gguf-r8-f32.gguf"
 [ -f "$MODEL" ] && [ -f "$ADAPTER" ] || { echo "gateway: run make fixtures first"; exit 1; }
 command -v openssl >/dev/null && command -v curl >/dev/null || { echo "gateway: needs openssl and curl"; exit 1; }
 pg_start || { echo "gateway: cannot start PostgreSQL"; exit 1; }
-psql_q postgres "CREATE ROLE gw LOGIN" >/dev/null
-psql_q postgres "CREATE DATABASE gwtest" >/dev/null
-DB="host=127.0.0.1 port=$PGPORT user=postgres dbname=gwtest"
-export DB
-"$MG" db migrate --db-env DB >"$T/migrate.log" 2>&1 || { cat "$T/migrate.log"; exit 1; }
-psql_q gwtest "SET client_min_messages TO warning; GRANT moegate_gateway TO gw" >/dev/null
+gw_audit_db gwtest || { echo "gateway: cannot make the audit database"; exit 1; }
 q() { psql_q gwtest "$1"; }
 
 # ---- certificates: a CA, the server, a mapped and an unmapped client, a rogue CA's client ----
@@ -163,13 +159,7 @@ write_policy 60 ""
 SPID=$!
 URL="https://127.0.0.1:$PORT"
 C="curl -s --cacert $T/ca.crt --max-time 120"
-up=0
-for i in $(seq 1 300); do
-    if $C -o /dev/null "$URL/health" 2>/dev/null; then up=1; break; fi
-    kill -0 "$SPID" 2>/dev/null || break
-    sleep 0.2
-done
-[ $up = 1 ] || { echo "gateway: server did not start"; cat "$T/serve.err" "$T/serve.log"; exit 1; }
+gw_wait "$URL" "$T/ca.crt" "$SPID" || { echo "gateway: server did not start"; cat "$T/serve.err" "$T/serve.log"; exit 1; }
 LOG="$T/gw.log"
 
 # curl helpers: status, then the body in $T/body and headers in $T/hdr
