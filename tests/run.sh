@@ -14,17 +14,36 @@ pass=0
 fail=0
 failed=""
 
+# Each suite's output is kept in $logs/<name> and shown when it ends; the
+# end of the run repeats the FAIL lines and the last lines of every failed
+# suite, so a log that keeps only its tail (CI's) still says what failed.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 suite() { # name, command...
     name=$1
     shift
     echo "=== $name"
-    if "$@"; then
+    # (to a file, not through a pipe: a server a suite leaves behind must
+    # not hold the run open)
+    "$@" >"$logs/$name" 2>&1
+    rc=$?
+    cat "$logs/$name"
+    if [ "$rc" = 0 ]; then
         pass=$((pass + 1))
     else
         fail=$((fail + 1))
         failed="$failed $name"
         echo "=== $name FAILED"
     fi
+}
+
+report_failures() {
+    for name in $failed; do
+        echo "=== $name FAILED: its FAIL lines, then its last 30 lines"
+        grep -E '^(not ok|FAIL)|FAIL[: ]' "$logs/$name" | head -40
+        echo "--- last lines of $name"
+        tail -n 30 "$logs/$name"
+    done
 }
 
 for t in "$BUILD"/tests/test_*; do
@@ -77,5 +96,6 @@ else
     done
 fi
 
+[ -z "$failed" ] || report_failures
 echo "tests: $pass passed, $fail failed"
 [ "$fail" -eq 0 ] || { echo "failed suites:$failed"; exit 1; }
