@@ -20,6 +20,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -598,7 +599,7 @@ static void count_params(model *m)
 typedef struct touch_job {
     const unsigned char *base;
     size_t len;
-    volatile unsigned sink;
+    _Atomic unsigned sink; /* keeps the reads; every thread adds to it */
 } touch_job;
 
 static void touch_pages(void *arg, int64_t p0, int64_t p1)
@@ -610,7 +611,7 @@ static void touch_pages(void *arg, int64_t p0, int64_t p1)
         if (off < j->len)
             acc += j->base[off];
     }
-    j->sink += acc;
+    atomic_fetch_add_explicit(&j->sink, acc, memory_order_relaxed);
 }
 
 /* Reads one byte of every weight page so that the first request does not pay
@@ -625,12 +626,10 @@ static void prefault(model *m, const model_opts *o)
     size_t len = gguf_file_size(m->g) - data_off;
     int64_t pages = (int64_t)((len + 4095) / 4096);
     int64_t step = pages / 100 + 1;
-    touch_job j = {base, len, 0};
     for (int64_t p = 0; p < pages; p += step) {
         int64_t n = pages - p < step ? pages - p : step;
         touch_job sub = {base + (size_t)p * 4096, len - (size_t)p * 4096, 0};
         mm_pfor(&m->mm, n, touch_pages, &sub);
-        j.sink += sub.sink;
         if (o->progress)
             o->progress(o->progress_ud, (double)(p + n) / (double)pages);
     }

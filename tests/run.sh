@@ -37,7 +37,13 @@ suite() { # name, command...
     fi
 }
 
+disk_free() { # a full disk fails suites in ways that look like bugs
+    df -Pk . "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR > 1 && !seen[$6]++ { printf "disk: %s has %.1f GB free\n", $6, $4 / 1048576 }'
+}
+disk_free
+
 report_failures() {
+    disk_free
     for name in $failed; do
         echo "=== $name FAILED: its FAIL lines, then its last 30 lines"
         grep -E '^(not ok|FAIL)|FAIL[: ]' "$logs/$name" | head -40

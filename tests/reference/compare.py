@@ -126,7 +126,7 @@ def printed_tokens(text):
     return found
 
 
-def check_model(path, moegate, workdir, timeout, verbose, adapter=None, merge=False):
+def check_model(path, moegate, workdir, timeout, verbose, adapter=None, merge=False, keep=False):
     """Returns (ok, line)."""
     stem = os.path.basename(path)[:-len(".gguf")]
     if adapter:
@@ -153,12 +153,19 @@ def check_model(path, moegate, workdir, timeout, verbose, adapter=None, merge=Fa
         return False, "FAIL %s engine timed out after %ds" % (stem, timeout)
     t_engine = time.time() - t0
     if p.returncode != 0:
+        if not keep and os.path.exists(dump):
+            os.unlink(dump)
         tail = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return False, "FAIL %s engine exit %d: %s" % (stem, p.returncode, tail)
     try:
         eng = read_dump(dump, model.n_vocab)
     except (OSError, ValueError) as e:
         return False, "FAIL %s bad logits dump: %s" % (stem, e)
+    finally:
+        # a dump is 15-75 MB of text and there are ~90 runs: kept, they
+        # would fill a small disk (only --keep keeps them)
+        if not keep and os.path.exists(dump):
+            os.unlink(dump)
     n_rows = eng.shape[0]
     if not (PROMPT_LEN + N_GEN - 1 <= n_rows <= PROMPT_LEN + N_GEN):
         return False, "FAIL %s engine wrote %d rows, expected %d or %d" % (
@@ -237,7 +244,7 @@ def main(argv=None):
         for path, ad in runs:
             try:
                 ok, line = check_model(path, args.moegate, workdir, args.timeout, args.verbose, ad,
-                                       args.merge and ad is not None)
+                                       args.merge and ad is not None, keep=bool(args.keep))
             except Exception as e:          # a broken fixture is a failure, not a crash
                 ok, line = False, "FAIL %s%s %s: %s" % (os.path.basename(path), " + " + ad if ad else "",
                                                       type(e).__name__, e)
