@@ -17,6 +17,7 @@ too. The model's own template text must also select the right built-in
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,13 @@ def main():
     with open(os.path.join(HERE, "conversations.jsonl"), encoding="utf-8") as f:
         convs = [l.rstrip("\n") for l in f if l.strip()]
     tmp = tempfile.mkdtemp(prefix="moegate-chat-")
+    try:
+        return compare_all(args, node_dir, dirs, convs, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare_all(args, node_dir, dirs, convs, tmp):
     specs = {}
     for name, pkg in (("qwen3", "qwen3"), ("deepseek3", "deepseek_v3")):
         with open(os.path.join(dirs[pkg], "tokenizer_config.json"), encoding="utf-8") as f:
