@@ -277,7 +277,9 @@ struct gw_req {
     bool audit_failed;
     bool suspended; /* we suspended the connection; resume exactly once */
     bool mhd_done;  /* MHD completed the request: never touch conn again */
-    uint64_t serve_id;
+    /* the engine's id, 0 before; set once, read by the watcher and the
+     * completion without a common lock */
+    _Atomic uint64_t serve_id;
     /* the response */
     int status;
     char err_msg[400];

@@ -975,12 +975,7 @@ enum MHD_Result gw_generate_start(gw_req *r)
         r->state = GW_NEW;
         return refuse(r);
     }
-    pthread_mutex_lock(&g->act_mu);
-    r->serve_id = id; /* the watcher reads it under act_mu */
-    pthread_mutex_unlock(&g->act_mu);
-    pthread_mutex_lock(&r->mu);
-    r->serve_id = id;
-    pthread_mutex_unlock(&r->mu);
+    atomic_store(&r->serve_id, id);
 
     if (!r->preq.stream)
         return gw_generate_resume(r);
