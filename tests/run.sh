@@ -14,7 +14,7 @@ pass=0
 fail=0
 failed=""
 
-# Each suite's output is kept in $logs/<name> and shown when it ends; the
+# Each suite's output is kept in $logs/<name> and shown as it runs; the
 # end of the run repeats the FAIL lines and the last lines of every failed
 # suite, so a log that keeps only its tail (CI's) still says what failed.
 logs=$(mktemp -d)
@@ -23,11 +23,13 @@ suite() { # name, command...
     name=$1
     shift
     echo "=== $name"
-    # (to a file, not through a pipe: a server a suite leaves behind must
-    # not hold the run open)
-    "$@" >"$logs/$name" 2>&1
+    # to a file, shown as it grows; not through a pipe, which a server the
+    # suite leaves behind would hold open
+    "$@" >"$logs/$name" 2>&1 &
+    pid=$!
+    tail -s 0.2 -n +1 -f --pid="$pid" "$logs/$name"
+    wait "$pid"
     rc=$?
-    cat "$logs/$name"
     if [ "$rc" = 0 ]; then
         pass=$((pass + 1))
     else
