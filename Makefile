@@ -168,7 +168,7 @@ check-asan: deps
 
 # The unit tests and the quick suites (the gateway's threads, the serving
 # loop, the audit writer under real clients) built with ThreadSanitizer; not
-# part of `make check` (about 25 minutes on 2 cores). halt_on_error: a race
+# part of `make check` (16 minutes on 2 cores, build included). halt_on_error: a race
 # aborts the server or test that has it, so the suite that drove it fails.
 check-tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan TSAN=1 OPT="-O1 -g" check-build
