@@ -126,6 +126,24 @@ def printed_tokens(text):
     return found
 
 
+def run_engine(cmd, dump, n_vocab, timeout, stem):
+    """(logits, completed process, seconds), or a FAIL line."""
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, universal_newlines=True, errors="replace")
+    except subprocess.TimeoutExpired:
+        return "FAIL %s engine timed out after %ds" % (stem, timeout)
+    t_engine = time.time() - t0
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return "FAIL %s engine exit %d: %s" % (stem, p.returncode, tail)
+    try:
+        return read_dump(dump, n_vocab), p, t_engine
+    except (OSError, ValueError) as e:
+        return "FAIL %s bad logits dump: %s" % (stem, e)
+
+
 def check_model(path, moegate, workdir, timeout, verbose, adapter=None, merge=False, keep=False):
     """Returns (ok, line)."""
     stem = os.path.basename(path)[:-len(".gguf")]
@@ -145,27 +163,16 @@ def check_model(path, moegate, workdir, timeout, verbose, adapter=None, merge=Fa
            "-n", str(N_GEN), "--temp", "0", "--threads", "2", "--dump-logits", dump]
     if adapter:
         cmd += ["--lora", adapter] + (["--merge"] if merge else [])
-    t0 = time.time()
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=timeout, universal_newlines=True, errors="replace")
-    except subprocess.TimeoutExpired:
-        return False, "FAIL %s engine timed out after %ds" % (stem, timeout)
-    t_engine = time.time() - t0
-    if p.returncode != 0:
-        if not keep and os.path.exists(dump):
-            os.unlink(dump)
-        tail = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        return False, "FAIL %s engine exit %d: %s" % (stem, p.returncode, tail)
-    try:
-        eng = read_dump(dump, model.n_vocab)
-    except (OSError, ValueError) as e:
-        return False, "FAIL %s bad logits dump: %s" % (stem, e)
+        got = run_engine(cmd, dump, model.n_vocab, timeout, stem)
     finally:
         # a dump is 15-75 MB of text and there are ~90 runs: kept, they
         # would fill a small disk (only --keep keeps them)
         if not keep and os.path.exists(dump):
             os.unlink(dump)
+    if isinstance(got, str):
+        return False, got
+    eng, p, t_engine = got
     n_rows = eng.shape[0]
     if not (PROMPT_LEN + N_GEN - 1 <= n_rows <= PROMPT_LEN + N_GEN):
         return False, "FAIL %s engine wrote %d rows, expected %d or %d" % (
