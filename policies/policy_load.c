@@ -366,22 +366,8 @@ static bool opt_size(vctx *c, const pnode *m, const char *path, const char *key,
     return false;
 }
 
-/* Names of tenants, keys, domains, adapters and rules: they appear in audit
- * records, metrics labels and URLs, so a small safe alphabet. */
-static bool name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || !isalnum((unsigned char)s[0]))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
-            return false;
-    }
-    return true;
-}
-
-/* Version labels: the name alphabet, any of it first ("2026.05", "v2"). */
+/* Version labels: 1-64 characters of a small safe alphabet (letters,
+ * digits, '.', '_', '-'), any of them first ("2026.05", "v2"). */
 static bool label_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -393,6 +379,14 @@ static bool label_ok(const char *s)
             return false;
     }
     return true;
+}
+
+/* Names of tenants, keys, domains, adapters and rules: they appear in audit
+ * records, metrics labels and URLs, so the label alphabet, starting with a
+ * letter or digit. */
+static bool name_ok(const char *s)
+{
+    return label_ok(s) && isalnum((unsigned char)s[0]);
 }
 
 static const char *need_name(vctx *c, const pnode *m, const char *path, const char *key)
