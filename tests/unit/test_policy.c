@@ -670,6 +670,13 @@ static void test_adapter_version_errors(void **st)
                              ""),
                "9:120: error: adapters[1].version: expected a label of 1 to 64 letters, digits, "
                "'.', '_' or '-'");
+    /* a label may start with any of its characters, a name only with a letter or digit */
+    expect_one(with_adapters("adapters:\n"
+                             "  - {name: .fin, path: model.gguf, sha256: " SHA_1
+                             ", version: .v2}\n",
+                             ""),
+               "8:12: error: adapters[0].name: expected a name of 1 to 64 letters, digits, '.', "
+               "'_' or '-', starting with a letter or digit");
     expect_one(with_adapters(ADAPTERS, "    adapter: fin-a\n    versions: [fin-b, legal]\n"),
                "15:23: error: domains[0].versions[1]: unknown adapter 'legal' (defined: fin-a, "
                "fin-b, fin-c)");
